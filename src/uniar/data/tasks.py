@@ -1,0 +1,115 @@
+"""The ShapesWorld task mixture: turns (task, example index) into sequences, deterministically.
+
+Each optimizer step draws its rows from `np.random.default_rng([seed, step, micro])`, so the data of
+any step is a pure function of the seed and the step: a resumed run sees exactly the batches an
+uninterrupted one would, and data-parallel ranks take disjoint rows of the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uniar.data.image_pool import ImagePool
+from uniar.data.sequence import ImageData, Sequence, SequenceBuilder
+from uniar.data.shapesworld import get_example
+from uniar.errors import UserError
+
+IMAGE_TASKS = ("t2i", "caption", "vqa", "edit", "interleaved")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "shapesworld"
+    image_size: int = 64
+    max_objects: int = 3
+    pool_size: int = 20000  # training examples whose images are pre-encoded
+    paraphrase_prob: float = 0.25  # t2i prompts: a paraphrase instead of the canonical caption
+    cond_drop: float = 0.1  # t2i/edit: condition replaced by <uncond> (classifier-free guidance)
+    text_window: int = 64  # tokens per text-only training sequence
+    order: str = "raster"  # image token order for generated images: raster | random
+
+
+class TaskSampler:
+    """Builds training sequences for ShapesWorld tasks from a pre-encoded image pool."""
+
+    def __init__(self, cfg: DataConfig, builder: SequenceBuilder, pool: ImagePool | None,
+                 text_ids: np.ndarray | None):
+        self.cfg = cfg
+        self.builder = builder
+        self.pool = pool
+        self.text_ids = text_ids  # the training text corpus, tokenized and concatenated
+
+    def image(self, index: int, which: str = "source") -> ImageData:
+        t = (self.pool.source if which == "source" else self.pool.target)[index]
+        if t.is_floating_point():
+            return ImageData(latents=t.float())
+        return ImageData(codes=t.numpy())
+
+    def order(self, rng: np.random.Generator):
+        if self.cfg.order == "raster":
+            return None
+        return rng.permutation(self.builder.gen_len)
+
+    def make(self, task: str, rng: np.random.Generator) -> Sequence:
+        if task == "text":
+            if self.text_ids is None or len(self.text_ids) <= self.cfg.text_window:
+                raise UserError("the text task needs a tokenized text corpus")
+            start = int(rng.integers(0, len(self.text_ids) - self.cfg.text_window))
+            return self.builder.text_ids(self.text_ids[start:start + self.cfg.text_window].tolist())
+        if task not in IMAGE_TASKS:
+            raise UserError(f"unknown task {task!r}; tasks are text, {', '.join(IMAGE_TASKS)}")
+        if self.pool is None:
+            raise UserError(f"task {task!r} needs an image pool")
+        i = int(rng.integers(0, len(self.pool)))
+        ex = get_example(self.pool.split, i, self.cfg.max_objects)
+        if task == "t2i":
+            prompt = ex.caption
+            if ex.paraphrases and rng.random() < self.cfg.paraphrase_prob:
+                prompt = ex.paraphrases[int(rng.integers(0, len(ex.paraphrases)))]
+            if rng.random() < self.cfg.cond_drop:
+                prompt = None
+            return self.builder.t2i(prompt, self.image(i), order=self.order(rng))
+        if task == "caption":
+            return self.builder.caption(self.image(i), ex.caption)
+        if task == "vqa":
+            q = ex.questions[int(rng.integers(0, len(ex.questions)))]
+            return self.builder.vqa(self.image(i), q.question, q.answer)
+        if task == "edit":
+            instruction = None if rng.random() < self.cfg.cond_drop else ex.edit.instruction
+            return self.builder.edit(self.image(i), instruction, self.image(i, "target"),
+                                     order=self.order(rng))
+        # interleaved: a caption, its image, an edit instruction, the edited image
+        parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]
+        return self.builder.interleaved(parts, orders=[None, self.order(rng), None, self.order(rng)])
+
+    def batch(self, weights: dict[str, float], n: int, seed: int, step: int, micro: int = 0) -> list[Sequence]:
+        tasks = [t for t, w in weights.items() if w > 0]
+        if not tasks:
+            raise UserError("a training stage needs at least one task with a positive weight")
+        p = np.array([weights[t] for t in tasks], dtype=np.float64)
+        p /= p.sum()
+        rng = np.random.default_rng([seed, step, micro])
+        choice = rng.choice(len(tasks), size=n, p=p)
+        return [self.make(tasks[c], rng) for c in choice]
+
+
+def tokenize_corpus(tokenizer, docs: list[str]) -> np.ndarray:
+    """Concatenate documents into one id stream, separated by <eos>."""
+    eos = tokenizer.eos_id
+    ids: list[int] = []
+    for d in docs:
+        ids.extend(tokenizer.encode(d))
+        ids.append(eos)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def example_image(pool_or_tokenizer, image_uint8: np.ndarray) -> ImageData:
+    """Encode one rendered image with an image tokenizer into the form the builder takes."""
+    from uniar.data.images import to_model
+
+    with torch.no_grad():
+        t = pool_or_tokenizer.encode(to_model(image_uint8[None]))[0]
+    return ImageData(latents=t.float()) if t.is_floating_point() else ImageData(codes=t.numpy())

@@ -1,0 +1,92 @@
+"""UGen: one decoder over text ids and VQ visual ids, one softmax head (arXiv 2503.21193).
+
+The backbone (built-in or a transformers causal LM) sees one vocabulary: text ids, special tokens
+and one visual id per VQ code (uniar.models.vocab). Training is next-token cross-entropy on the
+targets the sequence builder marks; progressive vocabulary learning masks inactive visual ids in the
+inputs, the targets and the softmax (uniar.train.progressive_vocab).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from uniar.data.sequence import GEN, UND, Batch
+from uniar.models.losses import LossParts
+from uniar.models.vocab import Vocabulary
+
+
+class UGen(nn.Module):
+    family = "ugen"
+
+    def __init__(self, backbone: nn.Module, vocab: Vocabulary):
+        super().__init__()
+        if backbone.vocab_size < vocab.size:
+            backbone.extend_vocab(vocab.size)
+        self.backbone = backbone
+        self.vocab = vocab
+
+    # ---- shared pieces (the sampler uses these too) ------------------------------------------------
+
+    def embed(self, ids: torch.Tensor, batch: Batch | None = None) -> torch.Tensor:
+        return self.backbone.embed(ids)
+
+    def hidden(self, embeds, positions, mask, cache=None):
+        return self.backbone(embeds, positions, mask, cache)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the unified vocabulary (rows of the backbone beyond vocab.size are cut)."""
+        return self.backbone.logits(hidden)[..., : self.vocab.size].float()
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def _targets(self, batch: Batch, progressive) -> torch.Tensor:
+        """(B, T-1) bool: which next tokens are trained (after progressive target masking)."""
+        targets_on = batch.targets
+        if progressive is not None:
+            targets_on = progressive.apply_targets(batch.ids, batch.targets, self.vocab.visual_offset)
+        return targets_on[:, 1:] & batch.mask[:, 1:]
+
+    def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
+        """How many targets each loss component has in `batch` (for exact normalisation)."""
+        return {"ce": int(self._targets(batch, progressive).sum())}
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0}
+
+    def forward(self, batch: Batch, progressive=None) -> LossParts:
+        """Training forward = the loss (so DDP/FSDP wrappers see a forward call)."""
+        return self.loss(batch, progressive)
+
+    def loss(self, batch: Batch, progressive=None) -> LossParts:
+        """Summed cross-entropy over the batch's targets, with per-task sums for logging."""
+        ids = batch.ids
+        off = self.vocab.visual_offset
+        inputs, bias = ids, None
+        if progressive is not None:
+            inputs = progressive.apply_inputs(ids, off, self.vocab.sid("<img_mask>"))
+            bias = progressive.logit_bias(self.vocab.size, off, ids.device)
+
+        # training batches are right-padded: the causal mask alone keeps real tokens off the padding
+        hidden = self.hidden(self.embed(inputs, batch), batch.positions, None)
+        # token t is predicted from position t-1; only compute logits where there is a target
+        sel = self._targets(batch, progressive)
+        logits = self.logits(hidden[:, :-1][sel])
+        if bias is not None:
+            logits = logits + bias
+        ce = F.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
+
+        rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
+        row_sums = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, ce.detach().float())
+        parts = LossParts(components={"ce": ce.sum()})
+        parts.add_task_losses(batch.tasks, row_sums, sel.sum(1))
+
+        image_positions = (batch.role == GEN) | (batch.role == UND)
+        n_img = int(image_positions.sum())
+        if progressive is not None and progressive.cfg.enabled:
+            if n_img:
+                inactive = progressive.inactive_visual(ids, off)[image_positions].sum()
+                parts.extra["active_image_positions"] = 1.0 - float(inactive) / n_img
+            parts.extra["active_ids"] = progressive.n_active / max(progressive.n_visual, 1)
+        return parts

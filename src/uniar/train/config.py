@@ -1,0 +1,93 @@
+"""The training config: one typed dataclass tree per run, saved with every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from uniar.data.tasks import DataConfig
+from uniar.errors import UserError
+from uniar.models.backbone import BackboneConfig
+from uniar.train.progressive_vocab import ProgressiveVocabConfig
+
+
+@dataclass
+class ModelConfig:
+    family: str = "ugen"  # ugen | unifluid
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    max_seq_len: int = 256  # the sequence builder's limit (the backbone's own may be larger)
+    # text tokenizer: "bpe:<vocab size>" trains the built-in byte-level BPE (deterministic, about a
+    # second); anything else is a local folder with tokenizer.json or a SentencePiece tokenizer.model
+    text_tokenizer: str = "bpe:4096"
+    image_tokenizer: str = ""  # folder of a trained/pretrained image tokenizer
+
+
+@dataclass
+class StageConfig:
+    name: str = "B"
+    fraction: float = 1.0  # of train.steps
+    weights: dict = field(default_factory=lambda: {"t2i": 1.0})  # task -> mixture weight
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    batch_size: int = 32  # sequences per optimizer step (global, over all ranks and micro-steps)
+    grad_accum: int = 1
+    bf16: bool = True  # bf16 autocast (CPU and GPU); fp16 is never used
+
+
+@dataclass
+class EvalConfig:
+    every: int = 500  # optimizer steps; 0 = only at the end
+    n: int = 64  # val examples per task for the periodic evaluation
+    final_n: int = 200
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    progressive_vocab: ProgressiveVocabConfig = field(
+        default_factory=lambda: ProgressiveVocabConfig(enabled=False))
+    steps: int = 3000
+    seed: int = 0
+    out_dir: str = "runs/run"
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        total = sum(s.fraction for s in self.stages)
+        if abs(total - 1.0) > 1e-6:
+            raise UserError(f"stage fractions must add up to 1, got {total}")
+        if self.optim.batch_size % self.optim.grad_accum:
+            raise UserError("optim.batch_size must be divisible by optim.grad_accum")
+        if self.model.family not in ("ugen", "unifluid"):
+            raise UserError(f"model.family must be ugen or unifluid, got {self.model.family!r}")
+
+    def stage_at(self, step: int) -> tuple[int, StageConfig, int]:
+        """(stage index, stage, first step of that stage) for optimizer step `step`."""
+        start = 0
+        for i, s in enumerate(self.stages):
+            end = start + round(s.fraction * self.steps)
+            if step < end or i == len(self.stages) - 1:
+                return i, s, start
+            start = end
+        raise AssertionError
+
+    def image_stage_start(self) -> int:
+        """First step of the first stage that trains image tasks (stage B for UGen)."""
+        start = 0
+        for s in self.stages:
+            if any(w > 0 and t != "text" for t, w in s.weights.items()):
+                return start
+            start += round(s.fraction * self.steps)
+        return self.steps

@@ -1,0 +1,130 @@
+"""The sequence builder: one format per task, the right targets, prompts that prefix training rows."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import text_tokenizer, vocab
+from uniar.data.sequence import GEN, TEXT, UND, ImageData, SequenceBuilder, collate
+from uniar.errors import UserError
+
+N = 4  # tokens per image
+
+
+def builder(discrete=True, max_len=128):
+    return SequenceBuilder(text_tokenizer(), vocab(16), gen_len=N, und_len=N, discrete=discrete, max_len=max_len)
+
+
+def img(*codes):
+    return ImageData(codes=np.array(codes))
+
+
+def test_t2i_trains_the_image_not_the_caption():
+    b = builder()
+    v = b.vocab
+    seq = b.t2i("a large red circle at the top left", img(1, 2, 3, 4))
+    assert seq.tokens[:2] == [v.sid("<bos>"), v.sid("<t2i>")]
+    boi = seq.tokens.index(v.sid("<boi>"))
+    assert not any(seq.targets[:boi + 1])  # caption and <boi> are context
+    assert seq.tokens[boi + 1:boi + 1 + N] == [v.visual_offset + c for c in (1, 2, 3, 4)]
+    assert all(seq.targets[boi + 1:])  # image, <eoi>, <eos>
+    assert seq.tokens[-2:] == [v.sid("<eoi>"), v.sid("<eos>")]
+
+
+def test_caption_trains_the_caption_not_the_image():
+    b = builder()
+    seq = b.caption(img(5, 6, 7, 8), "a small blue cross at the center")
+    eoi = seq.tokens.index(b.eoi)
+    assert not any(seq.targets[:eoi + 1])
+    assert all(seq.targets[eoi + 1:])
+    assert seq.spans[0].role == UND
+
+
+def test_vqa_trains_only_the_answer():
+    b = builder()
+    seq = b.vqa(img(1, 1, 1, 1), "how many objects are there?", "one")
+    ans = seq.tokens.index(b.answer)
+    assert not any(seq.targets[:ans + 1]) and all(seq.targets[ans + 1:])
+    assert b.tok.decode([t for t, on in zip(seq.tokens, seq.targets) if on][:-1]) == "one"
+
+
+def test_prompts_are_prefixes_of_training_sequences():
+    b = builder()
+    src, tgt = img(1, 2, 3, 4), img(4, 3, 2, 1)
+    pairs = [
+        (b.t2i("a large red circle at the top left"), b.t2i("a large red circle at the top left", tgt)),
+        (b.caption(src), b.caption(src, "a small blue cross at the center")),
+        (b.vqa(src, "what shape is at the center?"), b.vqa(src, "what shape is at the center?", "cross")),
+        (b.edit(src, "remove the red circle"), b.edit(src, "remove the red circle", tgt)),
+        (b.text(prompt="hello"), b.text("hello world")),
+    ]
+    for prompt, full in pairs:
+        assert full.tokens[:len(prompt)] == prompt.tokens, prompt.task
+
+
+def test_dropped_condition_uses_uncond_token():
+    b = builder()
+    seq = b.t2i(None, img(1, 2, 3, 4))
+    assert seq.tokens[2] == b.uncond and seq.tokens[3] == b.boi
+    e = b.edit(img(1, 2, 3, 4), None, img(1, 2, 3, 4))
+    assert b.uncond in e.tokens and len(e.spans) == 2
+
+
+def test_interleaved_trains_everything_including_opening_images():
+    b = builder()
+    seq = b.interleaved(["a caption", img(1, 2, 3, 4), "make it blue", img(2, 2, 2, 2)])
+    assert seq.targets[2:] == [True] * (len(seq) - 2)
+    assert [s.role for s in seq.spans] == [GEN, GEN]
+    assert seq.tokens.count(b.boi) == 2 and seq.tokens.count(b.eoi) == 2
+
+
+def test_continuous_images_use_placeholders():
+    b = builder(discrete=False)
+    lat = ImageData(latents=torch.randn(N, 3))
+    seq = b.t2i("x", lat)
+    span = seq.spans[0]
+    assert seq.tokens[span.start:span.start + N] == [b.img_mask] * N
+    assert seq.images[0] is lat
+
+
+def test_random_order_permutes_codes_and_records_next_positions():
+    b = builder()
+    order = [2, 0, 3, 1]
+    seq = b.t2i("x", img(10, 11, 12, 13), order=order)
+    s = seq.spans[0]
+    assert [t - b.vocab.visual_offset for t in seq.tokens[s.start:s.start + N]] == [12, 10, 13, 11]
+    batch = collate([seq], pad_id=0)
+    assert batch.image_pos[0, s.start:s.start + N].tolist() == order
+    # the token before each image token (starting with <boi>) is told where the next one goes
+    assert batch.next_image_pos[0, s.start - 1:s.start - 1 + N].tolist() == order
+    with pytest.raises(ValueError):
+        b.t2i("x", img(1, 2, 3, 4), order=[0, 0, 1, 2])
+
+
+def test_collate_left_and_right_padding():
+    b = builder()
+    short, long = b.text(prompt="a"), b.text(prompt="a much longer prompt than the other")
+    for side in ("left", "right"):
+        batch = collate([short, long], pad_id=b.tok.pad_id, side=side)
+        n = len(short)
+        row = batch.mask[0]
+        assert int(row.sum()) == n
+        assert batch.positions[0][row].tolist() == list(range(n))
+        real = batch.ids[0][row].tolist()
+        assert real == short.tokens
+        if side == "left":
+            assert bool(row[-1]) and not bool(row[0])
+        else:
+            assert bool(row[0]) and not bool(row[-1])
+    assert (batch.role == TEXT).all()
+
+
+def test_overlong_sequence_is_a_clear_error():
+    b = builder(max_len=12)
+    with pytest.raises(UserError, match="context"):
+        b.t2i("a large red circle at the top left and a small blue cross at the center", img(1, 2, 3, 4))
+
+
+def test_wrong_number_of_codes_is_a_clear_error():
+    with pytest.raises(UserError, match="VQ codes"):
+        builder().t2i("x", img(1, 2))
