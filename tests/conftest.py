@@ -19,3 +19,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _uniar_cache(tmp_path_factory):
+    """Keep encoded image pools and feature networks of the test run out of the user's cache."""
+    os.environ["UNIAR_CACHE"] = str(tmp_path_factory.mktemp("uniar_cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_vq(tmp_path_factory):
+    from helpers import save_tiny_vq
+
+    return save_tiny_vq(tmp_path_factory.mktemp("vq") / "vq")

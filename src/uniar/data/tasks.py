@@ -96,16 +96,6 @@ class TaskSampler:
         return [self.make(tasks[c], rng) for c in choice]
 
 
-def tokenize_corpus(tokenizer, docs: list[str]) -> np.ndarray:
-    """Concatenate documents into one id stream, separated by <eos>."""
-    eos = tokenizer.eos_id
-    ids: list[int] = []
-    for d in docs:
-        ids.extend(tokenizer.encode(d))
-        ids.append(eos)
-    return np.asarray(ids, dtype=np.int64)
-
-
 def example_image(pool_or_tokenizer, image_uint8: np.ndarray) -> ImageData:
     """Encode one rendered image with an image tokenizer into the form the builder takes."""
     from uniar.data.images import to_model

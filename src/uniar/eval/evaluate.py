@@ -84,10 +84,9 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
 @torch.no_grad()
 def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: int = 32) -> float:
     """Perplexity of the model on held-out text (the corpus's held-out slice), in the training format."""
-    from uniar.data.corpus import corpus_documents
-    from uniar.data.tasks import tokenize_corpus
+    from uniar.data.corpus import corpus_documents, token_stream
 
-    ids = tokenize_corpus(pipe.text_tok, corpus_documents("heldout"))
+    ids = token_stream(pipe.text_tok, corpus_documents("heldout"), add_bos=False)
     starts = np.linspace(0, len(ids) - length - 1, num=min(windows, max(1, len(ids) // length)), dtype=int)
     total, count = 0.0, 0
     model = pipe.model

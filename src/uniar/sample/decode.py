@@ -84,17 +84,18 @@ class Decoder:
     @torch.no_grad()
     def run(self, prompts: list[Sequence], mode: str, cfg: SamplingConfig,
             uncond: list[Sequence] | None = None, pad_id: int = 0,
-            return_logits: bool = False) -> dict:
+            return_logits: bool = False, force_guidance: bool = False) -> dict:
         """Continue each prompt.
 
         mode: "text" (stop at <eos>), "image" (the prompt ends with <boi>: exactly image_len visual
         ids), or "interleaved" (text, entering and leaving image spans as the model chooses).
         Returns {"tokens": list of generated id lists, "logits": per-step logits if asked}.
+        `uncond` prompts are used when cfg_scale != 1 (or force_guidance, for testing the mixing).
         """
         if mode not in ("text", "image", "interleaved"):
             raise ValueError(f"mode must be text, image or interleaved, got {mode!r}")
         B = len(prompts)
-        guided = uncond is not None and cfg.cfg_scale != 1.0
+        guided = uncond is not None and (cfg.cfg_scale != 1.0 or force_guidance)
         seqs = list(prompts) + (list(uncond) if guided else [])
         batch = collate(seqs, pad_id=pad_id, side="left")
         dev = next(self.model.parameters()).device

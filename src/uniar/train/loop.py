@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from uniar.config import to_dict
 from uniar.data.image_pool import build_pool
 from uniar.data.sequence import collate
-from uniar.data.tasks import TaskSampler, tokenize_corpus
+from uniar.data.tasks import TaskSampler
 from uniar.errors import UserError
 from uniar.models.build import build_model, build_text_tokenizer, load_image_tokenizer, make_builder
 from uniar.train import checkpoint as ckpt
@@ -95,9 +95,10 @@ class Trainer:
                               cfg.data.max_objects, progress=self.progress)
         text_ids = None
         if "text" in tasks:
-            from uniar.data.corpus import corpus_documents
+            from uniar.data.corpus import corpus_documents, token_stream
 
-            text_ids = tokenize_corpus(self.text_tok, corpus_documents("train"))
+            # documents separated by <eos> (no <bos>: each window starts <bos> <text> itself)
+            text_ids = token_stream(self.text_tok, corpus_documents("train"), add_bos=False)
         return TaskSampler(cfg.data, self.builder, pool, text_ids)
 
     def micro_batches(self, step: int):
