@@ -1,6 +1,6 @@
 """The ShapesWorld task mixture: turns (task, example index) into sequences, deterministically.
 
-Each optimizer step draws its rows from `np.random.default_rng([seed, step, micro])`, so the data of
+Each optimizer step draws its rows from `np.random.default_rng([seed, step])`, so the data of
 any step is a pure function of the seed and the step: a resumed run sees exactly the batches an
 uninterrupted one would, and data-parallel ranks take disjoint rows of the same global batch.
 """
@@ -85,13 +85,13 @@ class TaskSampler:
         parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]
         return self.builder.interleaved(parts, orders=[None, self.order(rng), None, self.order(rng)])
 
-    def batch(self, weights: dict[str, float], n: int, seed: int, step: int, micro: int = 0) -> list[Sequence]:
+    def batch(self, weights: dict[str, float], n: int, seed: int, step: int) -> list[Sequence]:
         tasks = [t for t, w in weights.items() if w > 0]
         if not tasks:
             raise UserError("a training stage needs at least one task with a positive weight")
         p = np.array([weights[t] for t in tasks], dtype=np.float64)
         p /= p.sum()
-        rng = np.random.default_rng([seed, step, micro])
+        rng = np.random.default_rng([seed, step])
         choice = rng.choice(len(tasks), size=n, p=p)
         return [self.make(tasks[c], rng) for c in choice]
 

@@ -68,8 +68,6 @@ class TrainConfig:
         total = sum(s.fraction for s in self.stages)
         if abs(total - 1.0) > 1e-6:
             raise UserError(f"stage fractions must add up to 1, got {total}")
-        if self.optim.batch_size % self.optim.grad_accum:
-            raise UserError("optim.batch_size must be divisible by optim.grad_accum")
         if self.model.family not in ("ugen", "unifluid"):
             raise UserError(f"model.family must be ugen or unifluid, got {self.model.family!r}")
 

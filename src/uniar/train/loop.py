@@ -102,18 +102,22 @@ class Trainer:
         return TaskSampler(cfg.data, self.builder, pool, text_ids)
 
     def micro_batches(self, step: int):
-        """This rank's micro-batches of optimizer step `step` (a pure function of seed and step)."""
+        """This rank's micro-batches of optimizer step `step`.
+
+        The global batch is a pure function of (seed, step); ranks take rows rank, rank+world, ...
+        and split them into `grad_accum` micro-batches, so any (world, grad_accum) partition of the
+        same global batch trains identically.
+        """
         cfg, info = self.cfg, self.info
         _, stage, _ = cfg.stage_at(step)
-        per_micro = cfg.optim.batch_size // cfg.optim.grad_accum
-        out = []
-        for micro in range(cfg.optim.grad_accum):
-            seqs = self.sampler.batch(stage.weights, per_micro, cfg.seed, step, micro)
-            mine = seqs[info.rank::info.world]
-            if not mine:
-                raise UserError(f"batch of {per_micro} rows cannot feed {info.world} ranks")
-            out.append(collate(mine, pad_id=self.text_tok.pad_id, side="right").to(info.device))
-        return out
+        seqs = self.sampler.batch(stage.weights, cfg.optim.batch_size, cfg.seed, step)
+        mine = seqs[info.rank::info.world]
+        accum = cfg.optim.grad_accum
+        if len(mine) < accum:
+            raise UserError(f"batch of {cfg.optim.batch_size} rows cannot feed {info.world} ranks x "
+                            f"{accum} micro-batches")
+        chunks = [mine[i::accum] for i in range(accum)]
+        return [collate(c, pad_id=self.text_tok.pad_id, side="right").to(info.device) for c in chunks]
 
     # ---- one optimizer step ------------------------------------------------------------------------
 
@@ -340,3 +344,29 @@ def plot_metrics(out_dir: Path) -> Path | None:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def steps_for_budget(cfg: TrainConfig, minutes: float, probe_steps: int = 4) -> int:
+    """How many optimizer steps of `cfg` fit in `minutes` on this machine.
+
+    Times a few steps of each stage on a throwaway copy of the run (same model, data and batch),
+    then fills the budget stage by stage. The result is fixed before training starts, so the
+    learning-rate schedule and the curriculum are planned for the real length of the run.
+    """
+    import copy
+
+    probe_cfg = copy.deepcopy(cfg)
+    probe_cfg.out_dir = str(Path(cfg.out_dir) / ".probe")
+    trainer = Trainer(probe_cfg, progress=False)
+    per_step = []
+    start = 0
+    for stage in cfg.stages:
+        step = start  # any step inside the stage picks the stage's mixture
+        trainer.train_step(step)  # warm-up (allocations, first-call costs)
+        t = time.time()
+        for _ in range(probe_steps):
+            trainer.train_step(step)
+        per_step.append((time.time() - t) / probe_steps)
+        start += max(1, round(stage.fraction * cfg.steps))
+    mean = sum(s.fraction * t for s, t in zip(cfg.stages, per_step))
+    return max(10, int(minutes * 60 / mean))
