@@ -1,0 +1,150 @@
+"""Visual questions with one-word answers (docs/shapesworld.md, section 2).
+
+| type   | question                                | answer                   |
+|--------|-----------------------------------------|--------------------------|
+| color  | what color is the {shape} at the {cell}? | a color                  |
+| shape  | what shape is at the {cell}?             | a shape, or `nothing`    |
+| count  | how many objects are there?              | `one` ... `nine`         |
+| exists | is there a {color} {shape}?              | `yes` / `no`             |
+| where  | where is the {color} {shape}?            | a cell (asked only when exactly one object matches) |
+
+In `train` no question mentions a novel (color, shape) pair, not even one answered `no`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from uniar.data.shapesworld.generate import allowed_pairs
+from uniar.data.shapesworld.spec import CELLS, COLOR_NAMES, NOVEL_PAIRS, NUMBER_WORDS, SHAPES, Scene
+
+QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "where")
+
+# Every possible answer, for building vocabularies and checking outputs.
+ANSWERS: tuple[str, ...] = COLOR_NAMES + SHAPES + ("nothing",) + NUMBER_WORDS + ("yes", "no") + CELLS
+
+
+@dataclass(frozen=True)
+class Question:
+    """One visual question: its type (one of QUESTION_TYPES), the text and the one-word answer."""
+
+    type: str
+    question: str
+    answer: str
+
+
+def matching(scene: Scene, color: str, shape: str) -> list:
+    """The objects of the scene with this color and shape."""
+    return [o for o in scene.objects if o.color == color and o.shape == shape]
+
+
+def uniquely_named(scene: Scene) -> list:
+    """Objects that are the only one of their (color, shape) in the scene, so a name picks them out."""
+    return [o for o in scene.objects if len(matching(scene, o.color, o.shape)) == 1]
+
+
+def color_question(obj) -> Question:
+    return Question("color", f"what color is the {obj.shape} at the {obj.cell_name}?", obj.color)
+
+
+def shape_question(scene: Scene, cell: int) -> Question:
+    obj = scene.object_at(cell)
+    return Question("shape", f"what shape is at the {CELLS[cell]}?", obj.shape if obj else "nothing")
+
+
+def count_question(scene: Scene) -> Question:
+    n = len(scene.objects)
+    if not 1 <= n <= len(NUMBER_WORDS):
+        raise ValueError(f"a count question needs 1..{len(NUMBER_WORDS)} objects, the scene has {n}")
+    return Question("count", "how many objects are there?", NUMBER_WORDS[n - 1])
+
+
+def exists_question(scene: Scene, color: str, shape: str) -> Question:
+    answer = "yes" if matching(scene, color, shape) else "no"
+    return Question("exists", f"is there a {color} {shape}?", answer)
+
+
+def where_question(scene: Scene, obj) -> Question:
+    if len(matching(scene, obj.color, obj.shape)) != 1:
+        raise ValueError(f"'where is the {obj.color} {obj.shape}?' is ambiguous: it needs exactly one match")
+    return Question("where", f"where is the {obj.color} {obj.shape}?", obj.cell_name)
+
+
+def questions_for(scene: Scene, rng: np.random.Generator, split: str) -> list[Question]:
+    """One question of each type the scene allows, with balanced answers.
+
+    The shape question asks about an empty cell half the time (`nothing`), the exists question is
+    `yes` half the time; the objects and cells asked about are uniform. The pairs asked about in
+    `train` come from the non-novel pairs only.
+    """
+    if split == "train" and any((o.color, o.shape) in NOVEL_PAIRS for o in scene.objects):
+        raise ValueError("train questions cannot be asked about a scene with a novel (color, shape) pair")
+    questions = []
+    objects = list(scene.objects)
+    if objects:
+        questions.append(color_question(objects[int(rng.integers(len(objects)))]))
+    empty = [c for c in range(len(CELLS)) if scene.object_at(c) is None]
+    occupied = [o.cell for o in objects]
+    pool = empty if (not occupied or (empty and rng.random() < 0.5)) else occupied
+    questions.append(shape_question(scene, int(pool[int(rng.integers(len(pool)))])))
+    if objects:
+        questions.append(count_question(scene))
+    pairs = allowed_pairs(split)
+    present = sorted({(o.color, o.shape) for o in objects})
+    absent = [p for p in pairs if p not in present]
+    ask_yes = bool(present) and (not absent or rng.random() < 0.5)
+    options = present if ask_yes else absent
+    color, shape = options[int(rng.integers(len(options)))]
+    questions.append(exists_question(scene, color, shape))
+    unique = uniquely_named(scene)
+    if unique:
+        questions.append(where_question(scene, unique[int(rng.integers(len(unique)))]))
+    return questions
+
+
+# ---------------------------------------------------------------- answering from a scene
+
+_PATTERNS = (
+    ("color", re.compile(r"what color is the (\w+) at the (.+)\?")),
+    ("shape", re.compile(r"what shape is at the (.+)\?")),
+    ("count", re.compile(r"how many objects are there\?")),
+    ("exists", re.compile(r"is there a (\w+) (\w+)\?")),
+    ("where", re.compile(r"where is the (\w+) (\w+)\?")),
+)
+
+
+def answer(scene: Scene, question: str) -> str:
+    """The answer the scene gives to a question text (for scoring answers on parsed images).
+
+    Raises ValueError for a question that is not one of the five forms, or that the scene leaves
+    unanswerable (a color question about a shape not at that cell, an ambiguous `where`).
+    """
+    for kind, pattern in _PATTERNS:
+        m = pattern.fullmatch(question)
+        if not m:
+            continue
+        if kind == "color":
+            shape, cell = m.groups()
+            obj = scene.object_at(CELLS.index(cell)) if cell in CELLS else None
+            if obj is None or obj.shape != shape:
+                raise ValueError(f"{question!r}: there is no {shape} at the {cell}")
+            return obj.color
+        if kind == "shape":
+            if m.group(1) not in CELLS:
+                raise ValueError(f"{question!r}: unknown cell {m.group(1)!r}")
+            return shape_question(scene, CELLS.index(m.group(1))).answer
+        if kind == "count":
+            return count_question(scene).answer
+        color, shape = m.groups()
+        if color not in COLOR_NAMES or shape not in SHAPES:
+            raise ValueError(f"{question!r}: unknown color or shape")
+        if kind == "exists":
+            return exists_question(scene, color, shape).answer
+        found = matching(scene, color, shape)
+        if len(found) != 1:
+            raise ValueError(f"{question!r}: {len(found)} objects match; a where question needs exactly one")
+        return found[0].cell_name
+    raise ValueError(f"{question!r} is not one of the ShapesWorld question forms")
