@@ -1,0 +1,127 @@
+"""Benchmark: `ugen-tiny` trained on ShapesWorld, scored on `test` and `novel`, against a text-only
+model given the same text budget.
+
+    python benchmarks/ugen_tiny.py --minutes 30 --tokenizer runs/tokenizers/vq
+
+Writes benchmarks/results/ugen_tiny.json and ugen_tiny.md (recipe, seed, wall times, every score),
+plus the run folder (checkpoints, metrics.csv, metrics.png, eval grids) under runs/bench/ugen_tiny.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from uniar.config import load_config
+from uniar.configs import resolve
+from uniar.eval.evaluate import evaluate, heldout_perplexity
+from uniar.sample.decode import SamplingConfig
+from uniar.sample.pipeline import Pipeline
+from uniar.train.config import StageConfig, TrainConfig
+from uniar.train.evaluation import periodic_eval
+from uniar.train.loop import Trainer, steps_for_budget
+from uniar.utils.io import write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def text_rows(cfg: TrainConfig) -> int:
+    """How many text-only sequences the run trains on (replays the task draw of every step)."""
+    total = 0
+    for step in range(cfg.steps):
+        _, stage, _ = cfg.stage_at(step)
+        tasks = [t for t, w in stage.weights.items() if w > 0]
+        p = np.array([stage.weights[t] for t in tasks], dtype=np.float64)
+        choice = np.random.default_rng([cfg.seed, step]).choice(len(tasks), size=cfg.optim.batch_size, p=p / p.sum())
+        total += int(sum(tasks[c] == "text" for c in choice))
+    return total
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30.0, help="training budget of the unified model")
+    ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of a time budget")
+    ap.add_argument("--tokenizer", default="runs/tokenizers/vq")
+    ap.add_argument("--out", default="runs/bench/ugen_tiny")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-n", type=int, default=200, help="examples per task and split")
+    ap.add_argument("--image-temperature", type=float, default=1.0)
+    ap.add_argument("--image-top-k", type=int, default=8)
+    ap.add_argument("--cfg", type=float, default=2.0)
+    ap.add_argument("--no-text-baseline", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the ugen-tiny config")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
+        f"model.image_tokenizer={args.tokenizer}", f"out_dir={out / 'unified'}", f"seed={args.seed}",
+        *args.overrides])
+    t0 = time.time()
+    cfg.steps = args.steps or steps_for_budget(cfg, args.minutes)
+    calib_s = time.time() - t0
+    print(f"ugen-tiny: {cfg.steps} steps", file=sys.stderr)
+    t0 = time.time()
+    Trainer(cfg).run(evaluate_fn=periodic_eval)
+    train_s = time.time() - t0
+
+    ckpt = out / "unified" / "checkpoints" / "final"
+    pipe = Pipeline.from_checkpoint(ckpt)
+    sampling = SamplingConfig(image_temperature=args.image_temperature, image_top_k=args.image_top_k,
+                              cfg_scale=args.cfg, seed=args.seed)
+    results = {"recipe": {"config": "ugen-tiny", "overrides": args.overrides, "steps": cfg.steps,
+                          "seed": args.seed, "tokenizer": args.tokenizer, "sampling": sampling.describe()},
+               "wall": {"train_s": train_s, "calibration_s": calib_s}}
+    for split in ("test", "novel"):
+        t = time.time()
+        report = evaluate(pipe, split, n=args.n, sampling=sampling, out_dir=out / "eval", checkpoint=str(ckpt))
+        results[split] = report["metrics"]
+        results["wall"][f"eval_{split}_s"] = time.time() - t
+
+    if not args.no_text_baseline:
+        rows = text_rows(cfg)
+        text_cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
+            f"model.image_tokenizer={args.tokenizer}", f"out_dir={out / 'text_only'}", f"seed={args.seed}",
+            "eval.every=0", "progressive_vocab.enabled=false", *args.overrides])
+        text_cfg.stages = [StageConfig("A", 1.0, {"text": 1.0})]
+        text_cfg.steps = max(1, round(rows / text_cfg.optim.batch_size))
+        t = time.time()
+        Trainer(text_cfg).run()
+        text_pipe = Pipeline.from_checkpoint(out / "text_only" / "checkpoints" / "final")
+        ppl_text = heldout_perplexity(text_pipe)
+        results["text_only"] = {"steps": text_cfg.steps, "text_sequences": rows, "text_ppl": ppl_text,
+                                "train_s": time.time() - t}
+        results["text_ppl_ratio"] = results["test"]["text_ppl"] / ppl_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "ugen_tiny.json", results)
+    write_text(RESULTS / "ugen_tiny.md", markdown(results))
+    print((RESULTS / "ugen_tiny.md").read_text())
+    return 0
+
+
+def markdown(r: dict) -> str:
+    keys = ["t2i_exact", "t2i_recall", "t2i_precision", "caption_exact", "caption_f1", "cider", "bleu4",
+            "vqa_acc", "vqa_acc_color", "vqa_acc_shape", "vqa_acc_count", "vqa_acc_exists", "vqa_acc_where",
+            "edit_exact", "fid_sw", "text_ppl"]
+    lines = ["# ugen-tiny on ShapesWorld", "",
+             f"Recipe: `{r['recipe']}`", "",
+             f"Training: {r['recipe']['steps']} steps in {r['wall']['train_s'] / 60:.1f} min on this machine.", "",
+             "| metric | test | novel |", "|---|---|---|"]
+    for k in keys:
+        if k in r["test"]:
+            lines.append(f"| {k} | {r['test'][k]:.4f} | {r['novel'].get(k, float('nan')):.4f} |")
+    if "text_only" in r:
+        t = r["text_only"]
+        lines += ["", f"Text-only model with the same text budget ({t['text_sequences']} sequences, "
+                  f"{t['steps']} steps): held-out perplexity {t['text_ppl']:.3f}; unified / text-only = "
+                  f"{r['text_ppl_ratio']:.3f} (target ≤ 1.10)."]
+    lines += ["", "Learning curve on `val`: runs/bench/ugen_tiny/unified/metrics.png and eval.jsonl."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
