@@ -45,7 +45,7 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
         prompts = [e.caption for e in examples]
         generated = pipe.t2i(prompts, sampling)
         timing["t2i_s_per_image"] = (time.time() - t) / n
-        metrics.update(scores.t2i_scores([e.scene for e in examples], parse_images(generated)))
+        _merge(metrics, "t2i", scores.t2i_scores([e.scene for e in examples], parse_images(generated)))
         if fid and n >= 2:
             from uniar.eval.fid import fid_sw
 
@@ -54,17 +54,18 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
             save_image(out / f"t2i_{split}.png", image_grid(generated[:32], prompts[:32], cols=8))
     if "caption" in tasks:
         preds = pipe.caption(images, sampling)
-        metrics.update(scores.caption_scores([e.scene for e in examples], preds, [e.caption for e in examples]))
+        _merge(metrics, "caption", scores.caption_scores([e.scene for e in examples], preds,
+                                                         [e.caption for e in examples]))
         if out:
             save_image(out / f"caption_{split}.png", image_grid(images[:32], preds[:32], cols=8))
     if "vqa" in tasks:
         qs = [(i, q) for i, e in enumerate(examples) for q in e.questions]
         preds = pipe.vqa(images[[i for i, _ in qs]], [q.question for _, q in qs], sampling)
-        metrics.update(scores.vqa_scores([q.type for _, q in qs], preds, [q.answer for _, q in qs]))
+        _merge(metrics, "vqa", scores.vqa_scores([q.type for _, q in qs], preds, [q.answer for _, q in qs]))
     if "edit" in tasks:
         instructions = [e.edit.instruction for e in examples]
         edited = pipe.edit(images, instructions, sampling)
-        metrics.update(scores.edit_scores([e.edit.target for e in examples], parse_images(edited)))
+        _merge(metrics, "edit", scores.edit_scores([e.edit.target for e in examples], parse_images(edited)))
         if out:
             targets = render_batch([e.edit.target for e in examples[:16]], size)
             tiles = np.stack([x for trio in zip(images[:16], targets, edited[:16]) for x in trio])
@@ -79,6 +80,15 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
         write_json(out / f"eval_{split}.json", report)
         write_text(out / f"eval_{split}.md", markdown_report(report))
     return report
+
+
+def _merge(metrics: dict, task: str, scored: dict) -> None:
+    """Add a task's scores; its sample count becomes `<task>_n`, and empty scores are dropped."""
+    for k, v in scored.items():
+        if k == "n":
+            metrics[f"{task}_n"] = v
+        elif v is not None:
+            metrics[k] = v
 
 
 @torch.no_grad()
