@@ -74,3 +74,30 @@ def tiny_train_config(out_dir, vq_dir, steps: int = 6, **kw):
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
+
+
+def save_tiny_kl(folder, latent_channels: int = 4):
+    """An untrained built-in KL tokenizer (64x64 -> 4x4 tokens of `latent_channels`), with latent
+    statistics measured on a few ShapesWorld images so that its tokens are normalised."""
+    from uniar.data.images import to_model
+    from uniar.data.shapesworld.dataset import images
+    from uniar.tokenizers.kl import KLConfig, KLTokenizer
+
+    torch_seed(0)
+    tok = KLTokenizer(KLConfig(channels=[8, 8, 16, 16, 16], encoder_blocks=[0, 0, 0, 0, 1],
+                               decoder_blocks=[0, 0, 0, 0, 1], latent_channels=latent_channels))
+    tok.fit_normalization([to_model(images("train", 0, 16, 64))])
+    tok.save(folder)
+    return folder
+
+
+def tiny_unifluid_train_config(out_dir, kl_dir, steps: int = 2, **kw):
+    """A UniFluid run on the tiny backbone, a tiny diffusion head and the built-in UND encoder."""
+    cfg = tiny_train_config(out_dir, kl_dir, steps=steps, **kw)
+    cfg.model.family = "unifluid"
+    cfg.progressive_vocab.enabled = False
+    cfg.model.unifluid.head.width = 32
+    cfg.model.unifluid.head.depth = 1
+    cfg.model.unifluid.head.sample_steps = 4
+    cfg.model.unifluid.builtin_encoder.channels = [8, 8, 16, 16]
+    return cfg

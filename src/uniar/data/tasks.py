@@ -36,17 +36,30 @@ class TaskSampler:
     """Builds training sequences for ShapesWorld tasks from a pre-encoded image pool."""
 
     def __init__(self, cfg: DataConfig, builder: SequenceBuilder, pool: ImagePool | None,
-                 text_ids: np.ndarray | None):
+                 text_ids: np.ndarray | None, und_pixels: bool = False):
         self.cfg = cfg
         self.builder = builder
         self.pool = pool
         self.text_ids = text_ids  # the training text corpus, tokenized and concatenated
+        # images to be understood also carry pixels (UniFluid's understanding encoders read them);
+        # they are rendered when needed, which costs less than keeping them in the pool
+        self.und_pixels = und_pixels
 
     def image(self, index: int, which: str = "source") -> ImageData:
         t = (self.pool.source if which == "source" else self.pool.target)[index]
         if t.is_floating_point():
             return ImageData(latents=t.float())
         return ImageData(codes=t.numpy())
+
+    def und_image(self, index: int, scene) -> ImageData:
+        """Example `index`'s image in the form an understanding (UND) image needs."""
+        data = self.image(index)
+        if self.und_pixels:
+            from uniar.data.images import to_model
+            from uniar.data.shapesworld.render import render
+
+            data.pixels = to_model(render(scene, self.cfg.image_size)[None])[0]
+        return data
 
     def order(self, rng: np.random.Generator):
         if self.cfg.order == "raster":
@@ -73,13 +86,13 @@ class TaskSampler:
                 prompt = None
             return self.builder.t2i(prompt, self.image(i), order=self.order(rng))
         if task == "caption":
-            return self.builder.caption(self.image(i), ex.caption)
+            return self.builder.caption(self.und_image(i, ex.scene), ex.caption)
         if task == "vqa":
             q = ex.questions[int(rng.integers(0, len(ex.questions)))]
-            return self.builder.vqa(self.image(i), q.question, q.answer)
+            return self.builder.vqa(self.und_image(i, ex.scene), q.question, q.answer)
         if task == "edit":
             instruction = None if rng.random() < self.cfg.cond_drop else ex.edit.instruction
-            return self.builder.edit(self.image(i), instruction, self.image(i, "target"),
+            return self.builder.edit(self.und_image(i, ex.scene), instruction, self.image(i, "target"),
                                      order=self.order(rng))
         # interleaved: a caption, its image, an edit instruction, the edited image
         parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]

@@ -280,7 +280,8 @@ def feature_network(
             f"no ShapesWorld feature network for recipe {recipe.hash()} in {folder}; call "
             "uniar.eval.fid.feature_network() once to train and cache it (a minute or two on CPU)"
         )
-    net, report = train_feature_network(recipe)
+    with torch.enable_grad():  # callers may be under no_grad (domain_fid is)
+        net, report = train_feature_network(recipe)
     weights, info = _paths(folder, recipe)
     # Weights first, JSON last: a JSON file only exists beside complete weights.
     save_safetensors(weights, net.state_dict(), metadata={"recipe_hash": recipe.hash()})

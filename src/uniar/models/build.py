@@ -43,11 +43,43 @@ def build_model(model_cfg, text_tok, image_tok):
         vocab = Vocabulary.from_tokenizer(text_tok, n_visual=image_tok.codebook_size)
         backbone = build_backbone(model_cfg.backbone, vocab.size)
         return UGen(backbone, vocab)
-    raise UserError(f"model family {model_cfg.family!r} is not available; use ugen")
+    if model_cfg.family == "unifluid":
+        return build_unifluid(model_cfg, text_tok, image_tok)
+    raise UserError(f"model family {model_cfg.family!r} is not available; use ugen or unifluid")
+
+
+def build_unifluid(model_cfg, text_tok, image_tok):
+    """UniFluid over the text vocabulary, with a diffusion head sized to the tokenizer and backbone.
+
+    The derived sizes (the head's token_dim and cond_dim) and SigLIP's architecture are written back
+    into `model_cfg.unifluid`, so the config saved with a checkpoint describes the model exactly.
+    """
+    from dataclasses import replace
+
+    from uniar.models.encoders import build_und_encoder
+    from uniar.models.unifluid import UniFluid
+
+    if image_tok.kind != "continuous":
+        raise UserError("UniFluid needs a continuous (KL / AutoencoderKL) image tokenizer; got a discrete one")
+    cfg = model_cfg.unifluid
+    vocab = Vocabulary.from_tokenizer(text_tok, n_visual=0)
+    backbone = build_backbone(model_cfg.backbone, vocab.size)
+    g = cfg.token_group
+    token_dim, gen_len = image_tok.token_dim * g * g, image_tok.num_tokens // (g * g)
+    cfg.head = replace(cfg.head, token_dim=token_dim, cond_dim=backbone.hidden_size)
+    und = build_und_encoder(cfg.und_encoder, hidden_size=backbone.hidden_size, projector=cfg.und_projector,
+                            image_size=image_tok.image_size, gen_len=gen_len,
+                            token_dim=token_dim, builtin=cfg.builtin_encoder,
+                            siglip_path=cfg.siglip_path, siglip_config=cfg.siglip_config,
+                            siglip_trainable=cfg.siglip_trainable)
+    if cfg.und_encoder == "siglip":
+        cfg.siglip_config = und.encoder.config_dict()
+    # the new layers stay fp32 whatever the backbone's dtype (they are small; outputs are cast)
+    return UniFluid(backbone, vocab, cfg, image_tok.grid, und)
 
 
 def make_builder(model, model_cfg, text_tok, image_tok) -> SequenceBuilder:
     discrete = image_tok.kind == "discrete"
-    return SequenceBuilder(text_tok, model.vocab, gen_len=image_tok.num_tokens,
+    return SequenceBuilder(text_tok, model.vocab, gen_len=getattr(model, "gen_len", image_tok.num_tokens),
                            und_len=getattr(model, "und_len", image_tok.num_tokens),
                            discrete=discrete, max_len=model_cfg.max_seq_len)

@@ -42,7 +42,7 @@ class SamplingConfig:
     seed: int = 0
     bf16: bool = False  # bf16 autocast for the backbone (faster on CPU; fp32 by default)
     # continuous images only (UniFluid); image_temperature is the diffusion head's temperature
-    image_order: str = ""  # raster | random; "" = the order the model was trained with
+    image_order: str = ""  # raster | random; "" = as trained (the Pipeline knows; a bare Decoder takes raster)
     cfg_schedule: str = "constant"  # constant, or linear from 1 to cfg_scale over an image's tokens (MAR)
     diffusion_steps: int = 0  # reverse diffusion steps per token; 0 = the head's configured default
 

@@ -30,7 +30,8 @@ class Pipeline:
         bias = None
         if progressive is not None:
             bias = progressive.logit_bias(model.vocab.size, model.vocab.visual_offset)
-        self.decoder = Decoder(model, image_tok.num_tokens, logit_bias=bias)
+        # tokens per generated image: a continuous model may group the tokenizer's tokens
+        self.decoder = Decoder(model, getattr(model, "gen_len", image_tok.num_tokens), logit_bias=bias)
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> "Pipeline":
@@ -51,15 +52,32 @@ class Pipeline:
         if img.shape[0] != self.image_size or img.shape[1] != self.image_size:
             raise UserError(f"image is {img.shape[1]}x{img.shape[0]}; this model reads "
                             f"{self.image_size}x{self.image_size} images (resize it first)")
+        pixels = to_model(img[None])
         with torch.no_grad():
-            tokens = self.image_tok.encode(to_model(img[None]))[0]
-        return ImageData(codes=tokens.numpy()) if not tokens.is_floating_point() else ImageData(latents=tokens)
+            tokens = self.image_tok.encode(pixels)[0]
+        # pixels too: a continuous model's understanding encoder may read them
+        if tokens.is_floating_point():
+            return ImageData(latents=tokens, pixels=pixels[0])
+        return ImageData(codes=tokens.cpu().numpy(), pixels=pixels[0])
 
     def decode_codes(self, codes: list[list[int]]) -> np.ndarray:
         ids = torch.tensor(codes, dtype=torch.long)
         with torch.no_grad():
             images = self.image_tok.decode(ids)
         return to_numpy_hwc(to_uint8(images))
+
+    def decode_latents(self, latents: list[torch.Tensor]) -> np.ndarray:
+        """A continuous model's tokens (N, D) per image, raster order -> uint8 (len, S, S, 3)."""
+        tokens = torch.stack([torch.as_tensor(z).float() for z in latents])
+        with torch.no_grad():
+            images = self.image_tok.decode(self.model.ungroup_tokens(tokens))
+        return to_numpy_hwc(to_uint8(images))
+
+    def _generated_images(self, res) -> np.ndarray:
+        """The image each row of an image-mode decoder result drew, as uint8 (B, S, S, 3)."""
+        if "images" in res:  # continuous tokens
+            return self.decode_latents([row[0] for row in res["images"]])
+        return self.decode_codes([self._image_codes(t) for t in res["tokens"]])
 
     def _image_codes(self, tokens: list[int]) -> list[int]:
         off, n = self.model.vocab.visual_offset, self.image_tok.num_tokens
@@ -79,7 +97,7 @@ class Pipeline:
             conds = [self.builder.t2i(p) for p in chunk]
             unconds = [self.builder.t2i(None) for _ in chunk] if sampling.cfg_scale != 1.0 else None
             res = self._run(conds, "image", sampling, unconds, offset=i)
-            out.append(self.decode_codes([self._image_codes(t) for t in res["tokens"]]))
+            out.append(self._generated_images(res))
         return np.concatenate(out)
 
     def edit(self, images: np.ndarray, instructions: list[str], sampling: SamplingConfig | None = None,
@@ -92,7 +110,7 @@ class Pipeline:
             conds = [self.builder.edit(s, t) for s, t in zip(srcs, instr)]
             unconds = [self.builder.edit(s, None) for s in srcs] if sampling.cfg_scale != 1.0 else None
             res = self._run(conds, "image", sampling, unconds, offset=i)
-            out.append(self.decode_codes([self._image_codes(t) for t in res["tokens"]]))
+            out.append(self._generated_images(res))
         return np.concatenate(out)
 
     def caption(self, images: np.ndarray, sampling: SamplingConfig | None = None, batch_size: int = 64) -> list[str]:
@@ -123,13 +141,16 @@ class Pipeline:
         sampling = sampling or SamplingConfig()
         seqs = [self.builder.interleaved([p], prompt=True) for p in prompts]
         res = self._run(seqs, "interleaved", sampling)
-        return [self._split_parts(t) for t in res["tokens"]]
+        latents = res.get("images", [None] * len(seqs))
+        return [self._split_parts(t, z) for t, z in zip(res["tokens"], latents)]
 
     # ---- helpers ---------------------------------------------------------------------------------
 
     def _run(self, prompts, mode, sampling, uncond=None, offset: int = 0):
         # a different seed per chunk, so chunks of a long list do not repeat each other
-        s = SamplingConfig(**{**sampling.describe(), "seed": sampling.seed + offset})
+        # continuous images are drawn in the order the model was trained with unless told otherwise
+        order = sampling.image_order or (self.cfg.data.order if self.cfg is not None else "raster")
+        s = SamplingConfig(**{**sampling.describe(), "seed": sampling.seed + offset, "image_order": order})
         return self.decoder.run(prompts, mode, s, uncond=uncond, pad_id=self.text_tok.pad_id)
 
     def _texts(self, res) -> list[str]:
@@ -140,7 +161,9 @@ class Pipeline:
             out.append(self.text_tok.decode(toks).strip())
         return out
 
-    def _split_parts(self, tokens: list[int]) -> list:
+    def _split_parts(self, tokens: list[int], latents: list | None = None) -> list:
+        """Generated tokens -> text and image parts; `latents`: a continuous model's images, in order."""
+        latents = list(latents or [])
         v = self.model.vocab
         boi, eoi, eos = v.sid("<boi>"), v.sid("<eoi>"), v.sid("<eos>")
         parts, text, image, in_image = [], [], [], False
@@ -152,7 +175,10 @@ class Pipeline:
                     parts.append(self.text_tok.decode(text).strip())
                 text, image, in_image = [], [], True
             elif t == eoi and in_image:
-                parts.append(self.decode_codes([[c - v.visual_offset for c in image]])[0])
+                if self.decoder.continuous:
+                    parts.append(self.decode_latents([latents.pop(0)])[0])
+                else:
+                    parts.append(self.decode_codes([[c - v.visual_offset for c in image]])[0])
                 in_image = False
             elif in_image:
                 image.append(t)

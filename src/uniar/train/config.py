@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from uniar.data.tasks import DataConfig
 from uniar.errors import UserError
 from uniar.models.backbone import BackboneConfig
+from uniar.models.unifluid import UniFluidConfig
 from uniar.train.progressive_vocab import ProgressiveVocabConfig
 
 
@@ -19,6 +20,7 @@ class ModelConfig:
     # second); anything else is a local folder with tokenizer.json or a SentencePiece tokenizer.model
     text_tokenizer: str = "bpe:4096"
     image_tokenizer: str = ""  # folder of a trained/pretrained image tokenizer
+    unifluid: UniFluidConfig = field(default_factory=UniFluidConfig)  # family unifluid only
 
 
 @dataclass

@@ -99,7 +99,8 @@ class Trainer:
 
             # documents separated by <eos> (no <bos>: each window starts <bos> <text> itself)
             text_ids = token_stream(self.text_tok, corpus_documents("train"), add_bos=False)
-        return TaskSampler(cfg.data, self.builder, pool, text_ids)
+        return TaskSampler(cfg.data, self.builder, pool, text_ids,
+                           und_pixels=getattr(self.model, "reads_pixels", False))
 
     def micro_batches(self, step: int):
         """This rank's micro-batches of optimizer step `step`.

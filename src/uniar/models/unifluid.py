@@ -1,0 +1,302 @@
+"""UniFluid: one decoder over text and continuous image tokens (arXiv 2503.13436; docs/unifluid.md).
+
+    text tokens        -> the backbone's embedding; predicted by its softmax head (cross-entropy)
+    GEN image tokens   -> Linear(token_dim -> hidden) of the normalised VAE latent; predicted by a
+                          per-token diffusion head (MAR) conditioned on the hidden state one position
+                          earlier
+    UND image tokens   -> an understanding encoder + projector (models/encoders.py)
+
+Loss = text CE + λ · diffusion loss (both summed here; the training loop divides each by its global
+count, then weights them with `loss_weights()`).
+
+Random order (Fluid/MAR): a GEN image may be written in any order of its tokens; span position j
+holds the token at image position order[j]. Each input then carries a learned embedding of the
+position of the token it must predict next (`next_image_pos`, also on `<boi>`), and each image
+token carries one of its own position, so the model knows where the next token goes and where the
+ones it has seen sit. In raster order these embeddings are still added (they are harmless, and one
+model can then be sampled in either order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from uniar.data.sequence import GEN, UND, Batch
+from uniar.errors import UserError
+from uniar.models.diffusion import DiffusionHead, DiffusionHeadConfig
+from uniar.models.encoders import BuiltinEncoderConfig, UnderstandingEncoder
+from uniar.models.losses import LossParts
+from uniar.models.vocab import Vocabulary
+
+POS_EMBEDS = ("current_and_next", "next", "none")
+
+
+@dataclass
+class UniFluidConfig:
+    """UniFluid-specific choices (the paper is silent on most; docs/unifluid.md says why each default)."""
+
+    loss_lambda: float = 1.0  # λ: loss = CE + λ · diffusion
+    # the diffusion head; token_dim and cond_dim are set from the image tokenizer and the backbone
+    head: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
+    und_encoder: Literal["builtin", "siglip", "vae"] = "builtin"
+    und_projector: Literal["linear", "mlp"] = "mlp"
+    builtin_encoder: BuiltinEncoderConfig = field(default_factory=BuiltinEncoderConfig)
+    siglip_path: str = ""  # local SigLIP folder (und_encoder=siglip)
+    siglip_trainable: bool = False  # fine-tune the SigLIP tower (frozen by default)
+    # SigLIP's architecture as recorded when the model was built, so a checkpoint rebuilds it
+    # without the original folder (filled in automatically; leave null)
+    siglip_config: dict | None = None
+    # learned image-position embeddings added to the inputs: of the next token to predict and of
+    # the token itself (current_and_next), of the next only, or none (raster order only)
+    image_pos_embed: Literal["current_and_next", "next", "none"] = "current_and_next"
+    # one model token = a g x g group of the tokenizer's latents (MAR's 2x2 grouping of KL-8: SD-VAE
+    # at 256 px gives 32x32 tokens of 4 dims, grouped 2x2: 256 tokens of 16 dims)
+    token_group: int = 1
+
+    def __post_init__(self):
+        if self.token_group < 1:
+            raise UserError(f"model.unifluid.token_group must be >= 1, got {self.token_group}")
+        if self.loss_lambda < 0:
+            raise UserError(f"model.unifluid.loss_lambda must be >= 0, got {self.loss_lambda}")
+        if self.image_pos_embed not in POS_EMBEDS:
+            raise UserError(f"model.unifluid.image_pos_embed must be one of {', '.join(POS_EMBEDS)}")
+
+
+class UniFluid(nn.Module):
+    family = "unifluid"
+    continuous = True
+
+    def __init__(self, backbone: nn.Module, vocab: Vocabulary, cfg: UniFluidConfig, grid: tuple[int, int],
+                 und_encoder: UnderstandingEncoder):
+        super().__init__()
+        if vocab.n_visual:
+            raise UserError("UniFluid's vocabulary has no visual ids (its images are continuous)")
+        if backbone.vocab_size < vocab.size:
+            backbone.extend_vocab(vocab.size)
+        self.backbone = backbone
+        self.vocab = vocab
+        self.cfg = cfg
+        self.grid = tuple(grid)  # the image tokenizer's token grid
+        g = cfg.token_group
+        if grid[0] % g or grid[1] % g:
+            raise UserError(f"token_group {g} does not divide the tokenizer's {grid[0]}x{grid[1]} token grid")
+        gen_len = (grid[0] // g) * (grid[1] // g)
+        self.gen_len = gen_len  # tokens per generated image (the sequence builder's gen_len)
+        self.token_dim = cfg.head.token_dim
+        hidden = backbone.hidden_size
+        if cfg.head.cond_dim != hidden:
+            raise UserError(f"diffusion head cond_dim {cfg.head.cond_dim} != backbone hidden size {hidden}")
+        self.in_proj = nn.Linear(self.token_dim, hidden)
+        self.cur_pos = nn.Embedding(gen_len, hidden) if cfg.image_pos_embed == "current_and_next" else None
+        self.next_pos = nn.Embedding(gen_len, hidden) if cfg.image_pos_embed != "none" else None
+        self.head = DiffusionHead(cfg.head)
+        self.und = und_encoder
+        self.und_len = und_encoder.num_tokens
+        self.img_mask = vocab.sid("<img_mask>")
+        self._init_inputs()
+
+    def _init_inputs(self) -> None:
+        # Image inputs start at the scale of the backbone's text embeddings (latents are unit-variance
+        # per dim), so neither kind of input drowns the other in the residual stream.
+        with torch.no_grad():
+            ids = torch.arange(min(self.vocab.size, 4096), device=self.in_proj.weight.device)
+            scale = float(self.backbone.embed(ids).float().std())
+            nn.init.normal_(self.in_proj.weight, std=scale / self.token_dim ** 0.5)
+            nn.init.zeros_(self.in_proj.bias)
+            for emb in (self.cur_pos, self.next_pos):
+                if emb is not None:
+                    nn.init.normal_(emb.weight, std=scale)
+
+    def group_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokenizer tokens (..., h*w, D), raster order -> model tokens (..., h*w/g², g²·D), raster order."""
+        g = self.cfg.token_group
+        if g == 1:
+            return tokens
+        (h, w), d = self.grid, tokens.shape[-1]
+        lead = tokens.shape[:-2]
+        x = tokens.reshape(*lead, h // g, g, w // g, g, d).movedim(-4, -3)  # (..., h/g, w/g, g, g, d)
+        return x.reshape(*lead, (h // g) * (w // g), g * g * d)
+
+    def ungroup_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The inverse of group_tokens: model tokens -> tokenizer tokens (for decoding)."""
+        g = self.cfg.token_group
+        if g == 1:
+            return tokens
+        (h, w), d = self.grid, tokens.shape[-1] // (g * g)
+        lead = tokens.shape[:-2]
+        x = tokens.reshape(*lead, h // g, w // g, g, g, d).movedim(-3, -4)  # (..., h/g, g, w/g, g, d)
+        return x.reshape(*lead, h * w, d)
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether images to be understood must carry pixels (the data path renders them if so)."""
+        return self.und.reads == "pixels"
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor, batch: Batch | None = None) -> torch.Tensor:
+        """Input embeddings of a batch: text ids, GEN latents, UND encoder features, position embeddings."""
+        x = self.backbone.embed(ids)
+        if batch is None:
+            return x
+        return self._embed(x, batch, self.gen_latents(batch))
+
+    def _embed(self, x: torch.Tensor, batch: Batch, latents: torch.Tensor | None) -> torch.Tensor:
+        und = batch.role == UND
+        if bool(und.any()):
+            x = self._put_und(x, batch, und)
+        self._check_order(batch)
+        return self.image_inputs(x, batch.role == GEN, latents, batch.image_pos, batch.next_image_pos)
+
+    def image_inputs(self, x: torch.Tensor, gen: torch.Tensor, latents: torch.Tensor | None,
+                     image_pos: torch.Tensor, next_image_pos: torch.Tensor) -> torch.Tensor:
+        """Put projected latents at GEN positions and add the image-position embeddings.
+
+        x (B,T,H) token embeddings; gen (B,T) bool; latents (B,T,D) (read only where gen) or None;
+        image_pos / next_image_pos (B,T) long, -1 where absent. Training, prefill and every decoding
+        step go through here, so they cannot drift apart.
+        """
+        if latents is not None and bool(gen.any()):
+            x = torch.where(gen[..., None], self.in_proj(latents.to(self.in_proj.weight.dtype)).to(x.dtype), x)
+        if self.cur_pos is not None and bool(gen.any()):
+            x = x + (self.cur_pos(torch.where(gen, image_pos, 0)) * gen[..., None]).to(x.dtype)
+        has_next = next_image_pos >= 0
+        if self.next_pos is not None and bool(has_next.any()):
+            x = x + (self.next_pos(next_image_pos.clamp(min=0)) * has_next[..., None]).to(x.dtype)
+        return x
+
+    def gen_latents(self, batch: Batch) -> torch.Tensor | None:
+        """(B,T,D) latents of the GEN image token at each position (zeros elsewhere), or None."""
+        gen = batch.role == GEN
+        if not bool(gen.any()):
+            return None
+        index = batch.image_index[gen]
+        used = sorted(set(index.tolist()))
+        stacked = []
+        for i in used:
+            lat = batch.images[i].latents
+            if lat is None:
+                raise UserError(f"image {i} is to be generated but has no latents; a continuous model "
+                                "needs ImageData.latents (the image tokenizer's encode output)")
+            lat = torch.as_tensor(lat)
+            want = (self.grid[0] * self.grid[1], self.token_dim // self.cfg.token_group ** 2)
+            if lat.shape != want:
+                raise UserError(f"image {i} has latents of shape {tuple(lat.shape)}; this model reads "
+                                f"{want} tokenizer tokens per image")
+            stacked.append(self.group_tokens(lat.float()))
+        table = torch.stack(stacked).to(batch.ids.device, torch.float32)
+        slot = torch.full((len(batch.images),), -1, dtype=torch.long, device=batch.ids.device)
+        slot[torch.tensor(used, device=batch.ids.device)] = torch.arange(len(used), device=batch.ids.device)
+        out = torch.zeros(*batch.ids.shape, self.token_dim, device=batch.ids.device)
+        out[gen] = table[slot[index], batch.image_pos[gen]]
+        return out
+
+    def _put_und(self, x: torch.Tensor, batch: Batch, und: torch.Tensor) -> torch.Tensor:
+        index = batch.image_index[und]
+        used = sorted(set(index.tolist()))
+        feats = self.und([batch.images[i] for i in used], x.device, prepare=self.group_tokens)  # (K, und_len, H)
+        slot = torch.full((len(batch.images),), -1, dtype=torch.long, device=x.device)
+        slot[torch.tensor(used, device=x.device)] = torch.arange(len(used), device=x.device)
+        x = x.clone()
+        x[und] = feats[slot[index], batch.image_pos[und]].to(x.dtype)
+        return x
+
+    def _check_order(self, batch: Batch) -> None:
+        if self.next_pos is not None:
+            return
+        nxt, pos, gen = batch.next_image_pos, batch.image_pos, batch.role == GEN
+        has = nxt >= 0
+        raster = torch.where(gen, pos + 1, torch.zeros_like(pos))
+        if bool((nxt[has] != raster[has]).any()):
+            raise UserError("random image order needs the next-position embedding; set "
+                            "model.unifluid.image_pos_embed to current_and_next or next, or data.order=raster")
+
+    # ---- backbone and heads ---------------------------------------------------------------------
+
+    def hidden(self, embeds, positions, mask, cache=None):
+        return self.backbone(embeds, positions, mask, cache)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the text vocabulary (rows of the backbone beyond vocab.size are cut)."""
+        return self.backbone.logits(hidden)[..., : self.vocab.size].float()
+
+    @torch.no_grad()
+    def sample_image_tokens(self, cond: torch.Tensor, generator: torch.Generator, *,
+                            uncond: torch.Tensor | None = None, cfg_scale: float | torch.Tensor = 1.0,
+                            temperature: float | None = None, steps: int | None = None) -> torch.Tensor:
+        """Draw one continuous token (N, D) per conditioning hidden state (N, H) with the diffusion head."""
+        return self.head.sample(cond.float(), generator, temperature=temperature, cfg_scale=cfg_scale,
+                                uncond=None if uncond is None else uncond.float(), steps=steps)
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def _targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T-1) bool each: next tokens trained by cross-entropy (text) and by diffusion (GEN)."""
+        on = batch.targets[:, 1:] & batch.mask[:, 1:]
+        gen = batch.role[:, 1:] == GEN
+        return on & ~gen & (batch.role[:, 1:] != UND), on & gen
+
+    def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
+        ce, diff = self._targets(batch)
+        return {"ce": int(ce.sum()), "diffusion": int(diff.sum())}
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0, "diffusion": self.cfg.loss_lambda}
+
+    def forward(self, batch: Batch, progressive=None) -> LossParts:
+        """Training forward = the loss (so DDP/FSDP wrappers see a forward call)."""
+        return self.loss(batch, progressive)
+
+    def loss(self, batch: Batch, progressive=None) -> LossParts:
+        """Summed text cross-entropy and summed per-token diffusion loss, with per-task sums for logging.
+
+        `progressive` (UGen's vocabulary curriculum) does not apply to continuous tokens and is ignored.
+        """
+        latents = self.gen_latents(batch)
+        embeds = self._embed(self.backbone.embed(batch.ids), batch, latents)
+        # training batches are right-padded: the causal mask alone keeps real tokens off the padding
+        hidden = self.hidden(embeds, batch.positions, None)
+        ce_sel, diff_sel = self._targets(batch)
+        B = batch.ids.shape[0]
+        rows = torch.arange(B, device=batch.ids.device)[:, None]
+
+        logits = self.logits(hidden[:, :-1][ce_sel])
+        ce = F.cross_entropy(logits, batch.ids[:, 1:][ce_sel], reduction="none")
+        parts = LossParts(components={"ce": ce.sum()})
+        ce_rows = torch.zeros(B, device=ce.device).index_add_(0, rows.expand_as(ce_sel)[ce_sel], ce.detach().float())
+        parts.add_task_losses(batch.tasks, ce_rows, ce_sel.sum(1), prefix="ce_")
+
+        diffusion = self._unused_anchor(self._generation_modules())
+        if bool(diff_sel.any()):
+            # the head at position t-1 predicts the GEN token at t
+            cond, target = hidden[:, :-1][diff_sel], latents[:, 1:][diff_sel]
+            task_of = [batch.tasks[r] for r in rows.expand_as(diff_sel)[diff_sel].tolist()]
+            diffusion = 0.0
+            for task in sorted(set(task_of)):
+                pick = torch.tensor([t == task for t in task_of], device=cond.device)
+                n = int(pick.sum())
+                part = self.head.loss(cond[pick], target[pick]) * n
+                diffusion = diffusion + part
+                parts.per_task_sum["diffusion_" + task] = float(part.detach())
+                parts.per_task_count["diffusion_" + task] = n
+        if not bool((batch.role == UND).any()):
+            diffusion = diffusion + self._unused_anchor([self.und])
+        parts.components["diffusion"] = diffusion
+        return parts
+
+    def _generation_modules(self) -> list[nn.Module]:
+        return [m for m in (self.in_proj, self.cur_pos, self.next_pos, self.head) if m is not None]
+
+    @staticmethod
+    def _unused_anchor(modules: list[nn.Module]) -> torch.Tensor:
+        """0 with a graph through every trainable parameter of `modules`, so DDP sees them used on
+        a micro-batch without (say) images to generate."""
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if not params:
+            return torch.zeros(())
+        return sum(p.sum() for p in params) * 0.0

@@ -1,0 +1,347 @@
+"""Training of the built-in image tokenizers (VQ and KL) on ShapesWorld `train` images.
+
+One function serves both: `train_image_tokenizer(kind, cfg, out_dir, minutes=..., steps=...)`.
+
+- Data: `train` examples 0, 1, 2, ... rendered on the fly, `batch_size` per step, never repeated
+  within a run (rendering costs ~0.2 ms an image, a small fraction of a step).
+- Loss: L1 (or MSE) on pixels + `edge_weight` x L1 on horizontal and vertical pixel differences
+  (keeps shape edges, and so small crosses, crisp; no perceptual nets: no weights to download)
+  + the model's own term (VQ commitment, or the KL).
+- Optimiser: AdamW, linear warm-up, cosine decay to `min_lr_ratio`, gradient clipping, bf16
+  autocast on CPU.
+- Budget: `steps`, or `minutes` of wall time, or both (whichever ends first). Under a time budget
+  the step time is measured over the first `timing_steps` steps to plan the number of steps, and
+  schedule progress is max(step / planned steps, elapsed / budget), so the cosine reaches its end
+  exactly when the run does even if the shared machine slows down.
+- Output folder: the tokenizer (`config.json`, `model.safetensors`; saved every
+  `checkpoint_minutes` and at the end), `train_log.csv` (losses, codebook use, perplexity, PSNR)
+  and `training.json` (config, seed, steps, time, final scores). All written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from uniar.data.images import to_model, to_uint8
+from uniar.errors import UserError
+from uniar.tokenizers.image import ImageTokenizer
+from uniar.tokenizers.kl import KLConfig, KLTokenizer
+from uniar.tokenizers.vq import VQConfig, VQTokenizer, perplexity
+from uniar.utils.io import write_json, write_text
+
+KINDS = ("vq", "kl")
+
+
+@dataclass
+class TrainSettings:
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.02  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 1.0
+    bf16: bool = True  # bf16 autocast (the fast path on CPU; never fp16 on CPU)
+    recon_loss: Literal["l1", "mse"] = "l1"
+    edge_weight: float = 1.0
+    eval_every: int = 250  # steps between evaluations on `val` images
+    eval_images: int = 256
+    log_every: int = 10
+    checkpoint_minutes: float = 5.0
+    timing_steps: int = 20  # steps measured to plan a time budget (after 3 warm-up steps)
+    stats_images: int = 2048  # KL: `train` images used to measure the latent normalisation
+    threads: int = 0  # torch CPU threads for the run; 0 keeps torch's setting
+
+
+@dataclass
+class VQTrainConfig:
+    model: VQConfig = field(default_factory=VQConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass
+class KLTrainConfig:
+    model: KLConfig = field(default_factory=KLConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+def default_config(kind: str) -> VQTrainConfig | KLTrainConfig:
+    check_kind(kind)
+    return VQTrainConfig() if kind == "vq" else KLTrainConfig()
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UserError(f"unknown image tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def build_tokenizer(kind: str, model_cfg) -> ImageTokenizer:
+    check_kind(kind)
+    return VQTokenizer(model_cfg) if kind == "vq" else KLTokenizer(model_cfg)
+
+
+# ---- pieces ------------------------------------------------------------------------------------
+
+def train_batch(start: int, n: int, size: int) -> torch.Tensor:
+    """`train` examples start .. start+n-1 as model input (B, 3, size, size) in [-1, 1]."""
+    from uniar.data.shapesworld import images
+
+    return to_model(images("train", start, n, size))
+
+
+def edge_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and vertical pixel differences of two image batches."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return 0.5 * (F.l1_loss(dx(recon), dx(target)) + F.l1_loss(dy(recon), dy(target)))
+
+
+def learning_rate(s: TrainSettings, step: int, progress: float) -> float:
+    """Linear warm-up over `warmup_steps`, times a cosine from 1 to `min_lr_ratio` over progress 0..1."""
+    warm = min(1.0, (step + 1) / max(1, s.warmup_steps))
+    cosine = s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return s.lr * warm * cosine
+
+
+@torch.no_grad()
+def reconstruct(tokenizer: ImageTokenizer, images_uint8: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """Reconstructions of uint8 (n, S, S, 3) images, uint8 (n, S, S, 3)."""
+    out = []
+    for i in range(0, len(images_uint8), batch_size):
+        recon = tokenizer.reconstruct(to_model(images_uint8[i:i + batch_size]))
+        out.append(to_uint8(recon).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def code_usage(tokenizer: ImageTokenizer, images_uint8: np.ndarray, batch_size: int = 250) -> dict:
+    """Discrete tokenizers: distinct codes used over a set of images, and the codebook perplexity."""
+    counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
+    for i in range(0, len(images_uint8), batch_size):
+        ids = tokenizer.encode(to_model(images_uint8[i:i + batch_size])).reshape(-1).cpu()
+        counts += torch.bincount(ids, minlength=tokenizer.codebook_size)
+    return {"codes_used": int((counts > 0).sum()), "perplexity": perplexity(counts)}
+
+
+def evaluate(tokenizer: ImageTokenizer, images_uint8: np.ndarray) -> dict:
+    """PSNR of reconstructions; for a VQ also codes used and codebook perplexity over the set."""
+    from uniar.eval.scores import psnr
+
+    was_training = tokenizer.training
+    tokenizer.eval()
+    out = {"psnr": psnr(images_uint8, reconstruct(tokenizer, images_uint8))}
+    if tokenizer.kind == "discrete":
+        out.update(code_usage(tokenizer, images_uint8))
+    tokenizer.train(was_training)
+    return out
+
+
+class CsvLog:
+    """Rows kept in memory and written out whole (atomically) on `flush`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        write_text(self.path, buf.getvalue())
+
+
+class Budget:
+    """Schedule progress under a step budget, a time budget, or both."""
+
+    def __init__(self, steps: int | None, minutes: float | None, timing_steps: int):
+        if steps is None and minutes is None:
+            raise UserError("give a training budget: steps, minutes, or both")
+        if steps is not None and steps < 1:
+            raise UserError(f"steps must be >= 1, got {steps}")
+        if minutes is not None and minutes <= 0:
+            raise UserError(f"minutes must be > 0, got {minutes}")
+        self.steps = steps
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.timing_steps = timing_steps
+        self.planned = steps  # under a time budget: set once the step time is known
+        self.start = time.perf_counter()
+        self._timing_start: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def observe(self, step: int) -> None:
+        """Call after each step `step` (0-based): plans the step count from measured step time."""
+        if self.seconds is None or self.planned != self.steps:
+            return
+        warmup = 3  # the first steps include one-off costs (allocation, kernel selection)
+        if step + 1 == warmup:
+            self._timing_start = time.perf_counter()
+        elif step + 1 == warmup + self.timing_steps:
+            per_step = (time.perf_counter() - self._timing_start) / self.timing_steps
+            planned = step + 1 + int((self.seconds - self.elapsed()) / per_step)
+            self.planned = planned if self.steps is None else min(planned, self.steps)
+            self.step_seconds = per_step
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done after `step` steps (0..1)."""
+        p = 0.0
+        if self.planned:
+            p = step / self.planned
+        if self.seconds is not None:
+            p = max(p, self.elapsed() / self.seconds)
+        return min(1.0, p)
+
+
+# ---- the training function ------------------------------------------------------------------
+
+def train_image_tokenizer(
+    kind: str,
+    cfg: VQTrainConfig | KLTrainConfig | None = None,
+    out_dir: str | Path = "runs/tokenizer",
+    minutes: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train a built-in image tokenizer and save it to `out_dir`. Returns a summary dict.
+
+    kind: "vq" or "kl". cfg: a VQTrainConfig / KLTrainConfig (defaults if None). The run ends
+    after `steps` steps or `minutes` of wall time, whichever comes first (at least one is needed).
+    `seed` sets the weight initialisation, the KL noise and the codebook's random choices; the
+    data is always `train` examples 0, 1, 2, ...
+    """
+    cfg = cfg if cfg is not None else default_config(kind)
+    expected = VQTrainConfig if kind == "vq" else KLTrainConfig
+    check_kind(kind)
+    if not isinstance(cfg, expected):
+        raise UserError(f"a {kind} tokenizer needs a {expected.__name__}, got {type(cfg).__name__}")
+    s = cfg.train
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = Budget(steps, minutes, s.timing_steps)
+
+    if s.threads > 0:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model = build_tokenizer(kind, cfg.model).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    size = cfg.model.image_size
+    eval_images = _val_images(s.eval_images, size)
+    log = CsvLog(out_dir / "train_log.csv")
+    device_type = torch.device(device).type
+    info = {"kind": kind, "seed": seed, "minutes": minutes, "steps_budget": steps, "config": asdict(cfg)}
+
+    bar = tqdm(total=budget.planned or 0, desc=f"train {kind} tokenizer", unit="step", disable=not progress)
+    last_checkpoint = time.perf_counter()
+    step, last_eval = 0, {}
+    while budget.progress(step) < 1.0:
+        lr = learning_rate(s, step, budget.progress(step))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = train_batch(step * s.batch_size, s.batch_size, size).to(device)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=s.bf16):
+            out = model(images, generator=generator) if kind == "kl" else model(images)
+        recon = out["recon"].float()
+        rec = F.l1_loss(recon, images) if s.recon_loss == "l1" else F.mse_loss(recon, images)
+        edge = edge_loss(recon, images)
+        loss = rec + s.edge_weight * edge + out["aux_loss"]
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"training diverged at step {step} (loss {loss.item()}); lower train.lr "
+                f"(now {s.lr}) or train.grad_clip (now {s.grad_clip})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        optimizer.step()
+        stats = model.after_step(out, generator) if kind == "vq" else {}
+        budget.observe(step)
+        step += 1
+
+        if budget.planned and bar.total != budget.planned:
+            bar.total = budget.planned
+        bar.update(1)
+        row = None
+        if step % s.log_every == 0 or step == 1:
+            row = {"step": step, "elapsed_s": round(budget.elapsed(), 2), "lr": lr, "loss": loss.item(),
+                   "recon": rec.item(), "edge": edge.item(), "grad_norm": float(grad_norm)}
+            row.update({k: out[k].item() for k in ("commit", "kl", "posterior_std") if k in out})
+            row.update(stats)
+        done = budget.progress(step) >= 1.0
+        if step % s.eval_every == 0 or done:
+            last_eval = evaluate(model, eval_images)
+            row = row or {"step": step, "elapsed_s": round(budget.elapsed(), 2), "lr": lr, "loss": loss.item()}
+            row.update({f"val_{k}": v for k, v in last_eval.items()})
+            log.add(row)
+            log.flush()
+        elif row:
+            log.add(row)
+            if step % (10 * s.log_every) == 0:
+                log.flush()
+        if row:
+            bar.set_postfix(_postfix(row, last_eval))
+        if not done and time.perf_counter() - last_checkpoint > 60 * s.checkpoint_minutes:
+            _checkpoint(model, kind, s, out_dir, {**info, "steps": step, "seconds": budget.elapsed(), "final": False})
+            last_checkpoint = time.perf_counter()
+    bar.close()
+    seconds = budget.elapsed()
+    summary = {**info, "steps": step, "seconds": round(seconds, 1), "images_seen": step * s.batch_size,
+               "planned_steps": budget.planned, "final": True, **{f"val_{k}": v for k, v in last_eval.items()}}
+    _checkpoint(model, kind, s, out_dir, summary)
+    log.flush()
+    model.eval()
+    summary["tokenizer"] = model
+    return summary
+
+
+def _val_images(n: int, size: int) -> np.ndarray:
+    from uniar.data.shapesworld import images
+
+    return images("val", 0, n, size)
+
+
+def _postfix(row: dict, last_eval: dict) -> dict:
+    post = {"loss": f"{row['loss']:.4f}"}
+    if "codes_used" in row:
+        post["codes"] = row["codes_used"]
+    if "psnr" in last_eval:
+        post["val_psnr"] = f"{last_eval['psnr']:.1f}"
+    return post
+
+
+def _checkpoint(model: ImageTokenizer, kind: str, s: TrainSettings, out_dir: Path, info: dict) -> None:
+    """Save the tokenizer (with fresh latent statistics for a KL) and the run's description."""
+    if kind == "kl":
+        was_training = model.training
+        model.eval()
+        chunk = 256
+        model.fit_normalization(
+            train_batch(i, min(chunk, s.stats_images - i), model.image_size).to(model.device)
+            for i in range(0, s.stats_images, chunk)
+        )
+        model.train(was_training)
+    model.save(out_dir)
+    write_json(out_dir / "training.json", {k: v for k, v in info.items() if k != "tokenizer"})

@@ -1,0 +1,468 @@
+"""UniFluid: loss wiring, random order, continuous sampling, encoders, training and the presets."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import save_tiny_kl, text_tokenizer, tiny_backbone_config, tiny_unifluid_train_config
+from uniar.data.sequence import GEN, ImageData, SequenceBuilder, collate
+from uniar.errors import UserError
+from uniar.models.diffusion import DiffusionHeadConfig
+from uniar.models.encoders import BuiltinEncoderConfig, build_und_encoder
+from uniar.models.unifluid import UniFluid, UniFluidConfig
+from uniar.models.vocab import Vocabulary
+from uniar.sample.decode import Decoder, SamplingConfig
+
+GRID, D, S = (2, 4), 4, 32  # 8 generated tokens of 4 dims; 32 px images for the built-in encoder
+N = GRID[0] * GRID[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread avoids thread contention on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed: int = 0, und: str = "builtin", **cfg) -> UniFluid:
+    from uniar.models.backbone import build_backbone
+
+    torch.manual_seed(seed)
+    vocab = Vocabulary.from_tokenizer(text_tokenizer(), 0)
+    backbone = build_backbone(tiny_backbone_config(seed=seed), vocab.size)
+    g = cfg.get("token_group", 1)
+    head = DiffusionHeadConfig(token_dim=D * g * g, cond_dim=64, width=32, depth=2, sample_steps=6)
+    config = UniFluidConfig(head=head, und_encoder=und, **cfg)
+    encoder = build_und_encoder(und, hidden_size=64, projector="mlp", image_size=S, gen_len=N // (g * g),
+                                token_dim=D * g * g, builtin=BuiltinEncoderConfig([8, 16, 16]))
+    return UniFluid(backbone, vocab, config, GRID, encoder)
+
+
+def builder_for(model) -> SequenceBuilder:
+    return SequenceBuilder(text_tokenizer(), model.vocab, gen_len=model.gen_len, und_len=model.und_len,
+                           discrete=False, max_len=256)
+
+
+def image(seed: int) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    return ImageData(latents=torch.randn(N, D, generator=g), pixels=torch.rand(3, S, S, generator=g) * 2 - 1)
+
+
+def randomize_head(model, seed=0):
+    """The head's output layers start at zero; random weights make every input matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def mixed_batch(model):
+    b = builder_for(model)
+    seqs = [b.t2i("a red circle", image(1)), b.caption(image(2), "a small cross"),
+            b.vqa(image(3), "what color?", "red"), b.t2i(None, image(4), order=np.random.default_rng(0).permutation(N)),
+            b.text("plain text here")]
+    return collate(seqs, pad_id=0)
+
+
+# ---- the loss -----------------------------------------------------------------------------------
+
+
+def test_loss_components_counts_and_values():
+    model = tiny_model()
+    randomize_head(model)
+    batch = mixed_batch(model)
+    counts = model.target_counts(batch)
+    gen_targets = (batch.role == GEN) & batch.targets
+    assert counts["diffusion"] == int(gen_targets.sum()) == 2 * N
+    text_targets = batch.targets & batch.mask & (batch.role == 0)
+    assert counts["ce"] == int(text_targets[:, 1:].sum())
+
+    torch.manual_seed(5)
+    parts = model.loss(batch)
+    assert set(parts.components) == {"ce", "diffusion"}
+    # recompute both components by hand from the same hidden states
+    latents = model.gen_latents(batch)
+    with torch.no_grad():
+        hidden = model.hidden(model.embed(batch.ids, batch), batch.positions, None)
+        sel = text_targets[:, 1:]
+        ce = torch.nn.functional.cross_entropy(model.logits(hidden[:, :-1][sel]), batch.ids[:, 1:][sel],
+                                               reduction="sum")
+        torch.manual_seed(5)
+        gsel = gen_targets[:, 1:]
+        diff = model.head.loss(hidden[:, :-1][gsel], latents[:, 1:][gsel]) * int(gsel.sum())
+    torch.testing.assert_close(parts.components["ce"].detach(), ce, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(parts.components["diffusion"].detach(), diff, rtol=1e-5, atol=1e-5)
+    # the diffusion targets are the GEN latents at their image positions
+    b = 3  # the random-order row
+    span = (batch.role[b] == GEN).nonzero().flatten()
+    order = batch.image_pos[b, span]
+    torch.testing.assert_close(latents[b, span], batch.images[batch.image_index[b, span[0]]].latents[order])
+    assert {"ce_caption", "ce_vqa", "ce_text", "diffusion_t2i"} <= set(parts.per_task_sum)
+
+
+def test_lambda_scales_the_diffusion_gradient_only():
+    model = tiny_model()
+    randomize_head(model)
+    batch = mixed_batch(model)
+    counts = model.target_counts(batch)
+
+    def head_grad(lam):
+        model.cfg.loss_lambda = lam
+        model.zero_grad()
+        torch.manual_seed(0)
+        parts = model.loss(batch)
+        w = model.loss_weights()
+        sum(w[n] * parts.components[n] / counts[n] for n in w).backward()
+        return model.head.final.linear.weight.grad.clone(), model.backbone.tok_embed.weight.grad.clone()
+
+    assert model.loss_weights() == {"ce": 1.0, "diffusion": model.cfg.loss_lambda}
+    h1, e1 = head_grad(1.0)
+    h3, e3 = head_grad(3.0)
+    h0, e0 = head_grad(0.0)
+    torch.testing.assert_close(h3, 3 * h1)
+    assert float(h0.abs().max()) == 0.0  # the head learns only from the diffusion loss
+    assert not torch.allclose(e3, e1)  # the backbone hears both
+
+
+def test_gradients_reach_projection_head_encoder_and_backbone():
+    model = tiny_model()
+    batch = mixed_batch(model)
+    parts = model.loss(batch)
+    (parts.components["ce"] + parts.components["diffusion"]).backward()
+    for name, p in [("in_proj", model.in_proj.weight), ("cur_pos", model.cur_pos.weight),
+                    ("next_pos", model.next_pos.weight), ("head out", model.head.final.linear.weight),
+                    ("encoder", model.und.encoder.down[0].weight), ("projector", model.und.projector[0].weight)]:
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+    # the diffusion loss alone moves the backbone through the conditioning hidden states
+    randomize_head(model)
+    model.zero_grad()
+    model.loss(batch).components["diffusion"].backward()
+    assert float(model.backbone.blocks[0].attn.wq.weight.grad.abs().sum()) > 0
+
+
+def test_tiny_unifluid_overfits_a_small_batch():
+    model = tiny_model()
+    b = builder_for(model)
+    batch = collate([b.t2i(f"prompt {i}", image(10 + i)) for i in range(4)], pad_id=0)
+    n = model.target_counts(batch)["diffusion"]
+
+    def diffusion_loss():
+        torch.manual_seed(123)  # the same noise and timesteps before and after
+        with torch.no_grad():
+            return float(model.loss(batch).components["diffusion"]) / n
+
+    before = diffusion_loss()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        parts = model.loss(batch)
+        loss = parts.components["diffusion"] / n + parts.components["ce"] / model.target_counts(batch)["ce"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = diffusion_loss()
+    assert before > 0.8 and after < 0.3 * before, (before, after)
+
+
+def test_random_order_conditions_step_j_on_the_token_at_order_j():
+    model = tiny_model()
+    b = builder_for(model)
+    order = [5, 2, 7, 0, 3, 1, 6, 4]
+    img = image(7)
+    batch = collate([b.t2i("a red circle", img, order=order)], pad_id=0)
+    span = (batch.role[0] == GEN).nonzero().flatten()
+    start = int(span[0])
+    assert batch.next_image_pos[0, start - 1:start + N - 1].tolist() == order  # <boi> points at order[0]
+    assert batch.image_pos[0, span].tolist() == order
+    latents = model.gen_latents(batch)
+    torch.testing.assert_close(latents[0, span], img.latents[order])  # target of step j = latent order[j]
+
+    def conds():
+        with torch.no_grad():
+            h = model.hidden(model.embed(batch.ids, batch), batch.positions, None)
+        return h[0, start - 1:start + N - 1]  # the hidden state that conditions step j
+
+    ref = conds()
+    j = 4
+    with torch.no_grad():
+        model.next_pos.weight[order[j]] += 1.0  # the embedding of "the next token goes to order[j]"
+    moved = conds()
+    assert torch.allclose(moved[:j], ref[:j], atol=1e-6)  # earlier steps are not told about it
+    assert not torch.allclose(moved[j], ref[j], atol=1e-3)  # step j is
+
+
+def test_random_order_without_position_embeddings_is_refused():
+    model = tiny_model(image_pos_embed="none")
+    b = builder_for(model)
+    raster = collate([b.t2i("x", image(0))], pad_id=0)
+    model.loss(raster)  # raster order works without them
+    with pytest.raises(UserError, match="next-position embedding"):
+        model.loss(collate([b.t2i("x", image(0), order=list(reversed(range(N))))], pad_id=0))
+
+
+def test_und_image_without_pixels_is_a_clear_error():
+    model = tiny_model()
+    b = builder_for(model)
+    batch = collate([b.caption(ImageData(latents=torch.zeros(N, D)), "a caption")], pad_id=0)
+    with pytest.raises(UserError, match="pixels"):
+        model.loss(batch)
+
+
+def test_vae_understanding_encoder_reads_the_latents():
+    model = tiny_model(und="vae")
+    assert model.und_len == N and not model.reads_pixels
+    b = builder_for(model)
+    batch = collate([b.caption(ImageData(latents=torch.randn(N, D)), "a caption")], pad_id=0)
+    model.loss(batch).components["ce"].backward()
+    assert float(model.und.projector[0].weight.grad.abs().sum()) > 0
+
+
+def test_token_grouping_round_trips_and_groups_neighbours():
+    model = tiny_model(token_group=2)
+    assert model.gen_len == 2 and model.token_dim == 4 * D
+    tokens = torch.arange(N * D, dtype=torch.float32).reshape(1, N, D)  # a 2x4 grid of tokenizer tokens
+    grouped = model.group_tokens(tokens)
+    assert grouped.shape == (1, 2, 4 * D)
+    # group 0 = grid cells (0,0), (0,1), (1,0), (1,1) = raster tokens 0, 1, 4, 5
+    assert grouped[0, 0].reshape(4, D)[:, 0].tolist() == [0.0, D, 4.0 * D, 5.0 * D]
+    torch.testing.assert_close(model.ungroup_tokens(grouped), tokens)
+    b = builder_for(model)
+    model.loss(collate([b.t2i("x", ImageData(latents=tokens[0]))], pad_id=0))  # reads tokenizer tokens
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sampler_setup():
+    model = tiny_model(seed=1)
+    randomize_head(model, seed=1)
+    return model.eval(), builder_for(model)
+
+
+def prompts_for(b):
+    src = image(3)
+    conds = [b.t2i("a large red circle"), b.edit(src, "make it blue")]
+    unconds = [b.t2i(None), b.edit(src, None)]
+    return conds, unconds, src
+
+
+@pytest.mark.parametrize("order", ["raster", "random"])
+def test_cached_hidden_states_equal_a_full_forward(sampler_setup, order):
+    model, b = sampler_setup
+    conds, unconds, src = prompts_for(b)
+    res = Decoder(model, N).run(conds, "image", SamplingConfig(seed=2, cfg_scale=2.0, image_order=order),
+                                uncond=unconds, return_hidden=True)
+    assert [len(t) for t in res["tokens"]] == [N + 1, N + 1]
+    assert res["tokens"][0][-1] == model.vocab.sid("<eoi>")
+    for row, prompt in enumerate(conds):
+        latents, used = res["images"][row][0], res["orders"][row][0]
+        assert sorted(used) == list(range(N)) and (used == list(range(N))) == (order == "raster")
+        full = (b.t2i("a large red circle", ImageData(latents=latents), order=used) if row == 0
+                else b.edit(src, "make it blue", ImageData(latents=latents), order=used))
+        batch = collate([full], pad_id=0)
+        with torch.no_grad():
+            hidden = model.hidden(model.embed(batch.ids, batch), batch.positions, None)
+        for step, h in enumerate(res["hidden"]):
+            torch.testing.assert_close(h[row], hidden[0, len(prompt) - 1 + step], atol=1e-4, rtol=1e-4)
+
+
+def test_guidance_scale_one_equals_no_guidance(sampler_setup):
+    model, b = sampler_setup
+    conds, unconds, _ = prompts_for(b)
+    dec = Decoder(model, N)
+    plain = dec.run(conds, "image", SamplingConfig(seed=3))
+    forced = dec.run(conds, "image", SamplingConfig(seed=3), uncond=unconds, force_guidance=True)
+    for a, c in zip(plain["images"], forced["images"]):
+        torch.testing.assert_close(a[0], c[0], atol=1e-4, rtol=1e-4)
+    strong = dec.run(conds, "image", SamplingConfig(seed=3, cfg_scale=4.0), uncond=unconds)
+    linear = dec.run(conds, "image", SamplingConfig(seed=3, cfg_scale=4.0, cfg_schedule="linear"), uncond=unconds)
+    assert not torch.allclose(strong["images"][0][0], plain["images"][0][0], atol=1e-3)
+    assert not torch.allclose(linear["images"][0][0], strong["images"][0][0], atol=1e-3)
+
+
+def test_sampling_is_reproducible_from_a_seed(sampler_setup):
+    model, b = sampler_setup
+    conds, _, _ = prompts_for(b)
+    dec = Decoder(model, N)
+    s = SamplingConfig(seed=7, image_order="random")
+    a, c = dec.run(conds, "image", s), dec.run(conds, "image", s)
+    other = dec.run(conds, "image", SamplingConfig(seed=8, image_order="random"))
+    assert a["orders"] == c["orders"] and torch.equal(a["images"][0][0], c["images"][0][0])
+    assert a["orders"] != other["orders"] and not torch.equal(a["images"][0][0], other["images"][0][0])
+    with pytest.raises(UserError, match="image_order"):
+        SamplingConfig(image_order="spiral")
+
+
+def test_interleaved_enters_a_continuous_image_and_leaves_it(sampler_setup, monkeypatch):
+    model, b = sampler_setup
+    v = model.vocab
+    bias = torch.zeros(v.size)
+    bias[v.sid("<boi>")] = 50.0  # make the model open an image whenever it may
+    logits = model.logits
+    monkeypatch.setattr(model, "logits", lambda h: logits(h) + bias.to(h.device))
+    res = Decoder(model, N).run([b.interleaved(["a caption"], prompt=True)], "interleaved",
+                                SamplingConfig(seed=0, max_new_tokens=N + 3, image_order="random"))
+    toks = res["tokens"][0]
+    assert toks[0] == v.sid("<boi>") and toks[1:N + 1] == [v.sid("<img_mask>")] * N
+    assert toks[N + 1] == v.sid("<eoi>") and len(res["images"][0]) == 1
+
+
+# ---- encoders -----------------------------------------------------------------------------------
+
+
+def save_tiny_siglip(folder, image_size=32, patch=8):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    cfg = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             image_size=image_size, patch_size=patch)
+    SiglipVisionModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_siglip_encoder_from_a_local_folder(tmp_path):
+    folder = save_tiny_siglip(tmp_path / "siglip")
+    enc = build_und_encoder("siglip", hidden_size=64, projector="linear", image_size=64, gen_len=N, token_dim=D,
+                            siglip_path=str(folder))
+    assert enc.num_tokens == 16 and enc.reads == "pixels"
+    assert not any(p.requires_grad for p in enc.encoder.parameters())
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1  # resized to the tower's 32 px
+    feats = enc([ImageData(pixels=p) for p in pixels], torch.device("cpu"))
+    assert feats.shape == (2, 16, 64)
+    feats.sum().backward()
+    assert enc.projector.weight.grad is not None
+    enc.train()
+    assert not enc.encoder.model.training  # a frozen tower stays in eval mode
+    # a checkpoint rebuilds the tower from its recorded config, without the folder
+    rebuilt = build_und_encoder("siglip", hidden_size=64, projector="linear", image_size=64, gen_len=N,
+                                token_dim=D, siglip_path=str(tmp_path / "gone"),
+                                siglip_config=enc.encoder.config_dict())
+    rebuilt.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt([ImageData(pixels=p) for p in pixels], torch.device("cpu")), feats)
+    with pytest.raises(UserError, match="SigLIP folder not found"):
+        build_und_encoder("siglip", hidden_size=64, projector="linear", image_size=64, gen_len=N, token_dim=D,
+                          siglip_path=str(tmp_path / "missing"))
+
+
+# ---- training and the presets ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_kl(tmp_path_factory):
+    return save_tiny_kl(tmp_path_factory.mktemp("kl") / "kl")
+
+
+def test_trainer_checkpoint_and_pipeline_tasks(tmp_path, tiny_kl):
+    from uniar.sample.pipeline import Pipeline
+    from uniar.train.loop import Trainer, read_metrics
+
+    cfg = tiny_unifluid_train_config(tmp_path / "run", tiny_kl, steps=2)
+    cfg.data.order = "random"
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.sampler.und_pixels  # the built-in encoder reads pixels, so the data renders them
+    trainer.run()
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 2 and float(rows[-1]["loss_diffusion"]) > 0
+    live = Pipeline(trainer.model, trainer.text_tok, trainer.image_tok, trainer.builder, cfg)
+    loaded = Pipeline.from_checkpoint(tmp_path / "run" / "checkpoints" / "final")
+    s = SamplingConfig(seed=1, cfg_scale=2.0, cfg_schedule="linear")
+    prompts = ["a large red circle at the top left", "a small blue cross at the center"]
+    images = loaded.t2i(prompts, s)
+    assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(live.t2i(prompts, s), images)
+    assert loaded.edit(images, ["make it green", "move it left"], s).shape == (2, 64, 64, 3)
+    captions = loaded.caption(images, SamplingConfig(max_new_tokens=5))
+    assert len(captions) == 2 and captions == live.caption(images, SamplingConfig(max_new_tokens=5))
+    assert len(loaded.vqa(images, ["what color is it?"] * 2, SamplingConfig(max_new_tokens=5))) == 2
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_kl):
+    """The diffusion head's noise and timesteps come from the saved RNG state, so resuming is exact."""
+    from uniar.train.loop import Trainer, read_metrics
+
+    Trainer(tiny_unifluid_train_config(tmp_path / "full", tiny_kl, steps=4, checkpoint_every=2),
+            progress=False).run()
+    resumed = Trainer(tiny_unifluid_train_config(tmp_path / "resumed", tiny_kl, steps=4),
+                      resume=str(tmp_path / "full" / "checkpoints" / "step_2"), progress=False)
+    resumed.run()
+    full = [float(r["loss"]) for r in read_metrics(tmp_path / "full")]
+    again = [float(r["loss"]) for r in read_metrics(tmp_path / "resumed")]
+    np.testing.assert_allclose(again, full[2:], rtol=1e-5)
+
+
+def test_training_data_gives_und_images_their_pixels(tiny_kl):
+    from uniar.data.image_pool import build_pool
+    from uniar.data.images import to_model
+    from uniar.data.shapesworld import get_example
+    from uniar.data.shapesworld.render import render
+    from uniar.data.tasks import DataConfig, TaskSampler
+    from uniar.tokenizers.image import load_image_tokenizer
+
+    model = tiny_model()
+    tok = load_image_tokenizer(tiny_kl)
+    pool = build_pool(tok, "train", 4, 64, 3, progress=False, use_cache=False)
+    builder = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=tok.num_tokens, und_len=model.und_len,
+                              discrete=False, max_len=256)
+    sampler = TaskSampler(DataConfig(), builder, pool, None, und_pixels=True)
+    seq = sampler.make("caption", np.random.default_rng(0))
+    img = seq.images[0]
+    assert img.latents.shape == (tok.num_tokens, tok.token_dim)
+    index = next(i for i in range(4) if torch.equal(pool.source[i].float(), img.latents))
+    want = to_model(render(get_example("train", index, 3).scene, 64)[None])[0]
+    torch.testing.assert_close(img.pixels, want)
+    assert sampler.make("t2i", np.random.default_rng(0)).images[0].pixels is None  # GEN images need none
+
+
+def test_tiny_preset_loads_and_builds():
+    from uniar.config import load_config
+    from uniar.configs import resolve
+    from uniar.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, resolve("unifluid-tiny"))
+    assert cfg.model.family == "unifluid" and cfg.model.unifluid.und_encoder == "builtin"
+    assert cfg.data.order == "raster"
+    cfg.validate()
+
+
+def test_gemma2_preset_code_path(tmp_path):
+    """The full-size preset with tiny random stand-ins: Gemma-2, an AutoencoderKL and SigLIP."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    from uniar.config import load_config
+    from uniar.configs import resolve
+    from uniar.sample.pipeline import Pipeline
+    from uniar.train.config import TrainConfig
+    from uniar.train.loop import Trainer
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(Gemma2Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=16,
+    )).save_pretrained(tmp_path / "gemma")
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                  sample_size=64).save_pretrained(tmp_path / "vae")
+    save_tiny_siglip(tmp_path / "siglip")
+    overrides = [f"model.backbone.path={tmp_path / 'gemma'}", f"model.image_tokenizer={tmp_path / 'vae'}",
+                 f"model.unifluid.siglip_path={tmp_path / 'siglip'}", "model.text_tokenizer=bpe:512",
+                 "model.unifluid.head.width=32", "model.unifluid.head.depth=1",
+                 "model.unifluid.head.sample_steps=3", "data.image_size=64", "data.pool_size=16",
+                 "optim.batch_size=4", "optim.warmup_steps=1", "steps=2", "checkpoint_every=0",
+                 "eval.every=0", "log_every=1", f"out_dir={tmp_path / 'run'}"]
+    cfg = load_config(TrainConfig, resolve("unifluid-gemma2-2b"), overrides)
+    assert cfg.model.backbone.kind == "hf" and cfg.model.unifluid.und_encoder == "siglip"
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.model.gen_len == 16 and trainer.model.token_dim == 16  # 8x8 latents grouped 2x2
+    trainer.run()
+    shutil.rmtree(tmp_path / "siglip")  # the checkpoint must not need the original folders
+    shutil.rmtree(tmp_path / "gemma")
+    pipe = Pipeline.from_checkpoint(tmp_path / "run" / "checkpoints" / "final")
+    image = pipe.t2i(["a large red circle"], SamplingConfig(seed=0, cfg_scale=2.0))
+    assert image.shape == (1, 64, 64, 3)
+    assert len(pipe.caption(image, SamplingConfig(max_new_tokens=3))) == 1
