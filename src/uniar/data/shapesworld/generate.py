@@ -76,6 +76,13 @@ def sample_scene(split: str, index: int, max_objects: int = DEFAULT_MAX_OBJECTS)
         k = int(rng.integers(n))
         color, shape = NOVEL_PAIR_LIST[int(rng.integers(len(NOVEL_PAIR_LIST)))]
         objects[k] = Obj(cell=objects[k].cell, shape=shape, color=color, size=objects[k].size)
+    named = [(o.color, o.shape) for o in objects]
+    if n >= max(2, max_objects) and all(named.count(p) > 1 for p in named):
+        # Every edit names an object by a unique (color, shape) and `add` needs room, so a full
+        # scene of look-alikes could not be edited: give its last object another pair.
+        others = [p for p in pairs if p != named[-1]]
+        color, shape = others[int(rng.integers(len(others)))]
+        objects[-1] = Obj(cell=objects[-1].cell, shape=shape, color=color, size=objects[-1].size)
     return Scene.from_objects(objects, jitter)
 
 
