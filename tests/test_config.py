@@ -1,0 +1,27 @@
+"""Typed configs: YAML + key=value overrides, checked against the dataclass types."""
+
+import pytest
+
+from uniar.config import apply_overrides, load_config
+from uniar.errors import UserError
+from uniar.train.config import TrainConfig
+
+
+def test_overrides_parse_and_check_types():
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=1e-3", "steps=7", "model.backbone.n_layers=2",
+                                          "data.order=random", "optim.bf16=false"])
+    assert cfg.optim.lr == 1e-3 and cfg.steps == 7 and cfg.model.backbone.n_layers == 2
+    assert cfg.data.order == "random" and cfg.optim.bf16 is False
+
+
+def test_unknown_keys_and_bad_types_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["optim.learning_rate=1"])
+    with pytest.raises(UserError, match="expected an integer"):
+        apply_overrides(TrainConfig(), ["steps=many"])
+    with pytest.raises(UserError, match="key=value"):
+        apply_overrides(TrainConfig(), ["steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lrr: 1}\n")
+    with pytest.raises(UserError, match="lrr"):
+        load_config(TrainConfig, bad)
