@@ -1,0 +1,85 @@
+"""The UniFluid benchmark scripts run end to end (tiny models, a few steps) and aggregate their run files."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import save_tiny_kl
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["model.backbone.hidden_size=64", "model.backbone.n_layers=2", "model.backbone.n_heads=4",
+        "model.backbone.n_kv_heads=2", "model.backbone.mlp_hidden=128", "data.pool_size=64",
+        "model.text_tokenizer=bpe:512", "optim.batch_size=8", "model.unifluid.head.width=32",
+        "model.unifluid.head.depth=1", "model.unifluid.head.sample_steps=4"]
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(BENCHMARKS))
+    import unifluid_ablations
+    import unifluid_tiny
+
+    yield unifluid_tiny, unifluid_ablations
+    sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def kl(tmp_path_factory):
+    return save_tiny_kl(tmp_path_factory.mktemp("kl") / "kl")
+
+
+def common(tmp_path, kl):
+    return ["--steps", "2", "-n", "2", "--seeds", "0", "--threads", "1", "--no-progress", "--no-fid",
+            "--kl-tokenizer", str(kl), "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+
+
+def test_lambda_sweep_saves_runs_report_and_plot_then_reaggregates(scripts, kl, tmp_path):
+    _, ablations = scripts
+    args = ["lambda", "--lambdas", "0.5", "2", *common(tmp_path, kl), *TINY]
+    assert ablations.main(args) == 0
+    results = tmp_path / "results"
+    runs = sorted(p.name for p in (results / "unifluid_lambda").iterdir())
+    assert runs == ["lambda0.5_seed0.json", "lambda2_seed0.json"]
+    run = json.loads((results / "unifluid_lambda" / "lambda2_seed0.json").read_text())
+    assert run["config"]["model"]["unifluid"]["loss_lambda"] == 2.0 and run["steps"] == 2
+    assert {"t2i_exact", "caption_exact", "vqa_acc", "edit_exact", "text_ppl"} <= set(run["metrics"]["test"])
+    assert (results / "unifluid_lambda.png").stat().st_size > 0
+
+    # a second seed added by hand: --report-only aggregates it without training anything
+    extra = dict(run, seed=1, metrics={**run["metrics"], "test": {**run["metrics"]["test"], "t2i_exact": 1.0}})
+    (results / "unifluid_lambda" / "lambda2_seed1.json").write_text(json.dumps(extra))
+    assert ablations.main(["lambda", "--report-only", "--results", str(results)]) == 0
+    agg = json.loads((results / "unifluid_lambda.json").read_text())["arms"]
+    assert list(agg) == ["lambda0.5", "lambda2"]  # ordered by λ
+    assert agg["lambda2"]["seeds"] == [0, 1]
+    mean, std = agg["lambda2"]["metrics"]["test"]["t2i_exact"]
+    assert mean == pytest.approx((run["metrics"]["test"]["t2i_exact"] + 1.0) / 2) and std > 0
+    assert "lambda2 (seeds [0, 1])" in (results / "unifluid_lambda.md").read_text()
+    assert not (tmp_path / "runs" / "lambda2_seed1").exists()
+
+    # rerunning with another budget refuses to mix it into the same results
+    with pytest.raises(Exception, match="exists with budget"):
+        ablations.main(["lambda", "--lambdas", "2", *common(tmp_path, kl)[2:], "--steps", "3", *TINY])
+
+
+def test_headline_scores_test_and_novel_with_a_learning_curve(scripts, kl, tmp_path):
+    tiny, _ = scripts
+    args = [*common(tmp_path, kl), "--curve-minutes", "0.001", "--curve-every", "5", "--curve-n", "2",
+            *TINY, "eval.final_n=2", "eval.n=2"]
+    assert tiny.main(args) == 0
+    results = tmp_path / "results"
+    head = json.loads((results / "unifluid_tiny" / "headline_seed0.json").read_text())
+    assert set(head["metrics"]) == {"test", "novel", "run"}
+    assert head["sampling"]["cfg_scale"] == 2.0 and head["budget"] == {"steps": 2}
+    assert [p["step"] for p in head["curve"]["points"]] == [2]
+    curve = json.loads((results / "unifluid_tiny" / "curve_seed0.json").read_text())
+    steps = [p["step"] for p in curve["curve"]["points"]]
+    assert steps[0] == 5 and steps[-1] == curve["steps"] >= 10  # the budget's minimum of 10 steps
+    minutes = [p["train_min"] for p in curve["curve"]["points"]]
+    assert minutes == sorted(minutes) and minutes[0] > 0
+    assert (results / "unifluid_tiny_curve.png").stat().st_size > 0
+    assert "| t2i_exact |" in (results / "unifluid_tiny.md").read_text()
