@@ -189,13 +189,16 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", to_dict(cfg))
         logger = MetricsLogger(self.out / "metrics.csv", enabled=info.is_main, append=self.start_step > 0)
+        if info.is_main and self.start_step == 0:
+            (self.out / "eval.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh curve
         bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"train {self.out.name}",
                    disable=not self.progress, unit="step", dynamic_ncols=True)
         t0, tokens, last = time.time(), 0, None
+        self.paused_s = 0.0  # evaluation and checkpoint time, kept out of elapsed_s and tokens/s
         for step in range(self.start_step, cfg.steps):
             row = self.train_step(step)
             tokens += row.pop("tokens")
-            row["elapsed_s"] = round(time.time() - t0, 2)
+            row["elapsed_s"] = round(time.time() - t0 - self.paused_s, 2)
             row["tokens_per_s"] = round(tokens / max(row["elapsed_s"], 1e-9), 1)
             last = row
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -204,10 +207,12 @@ class Trainer:
             bar.update(1)
             if not math.isfinite(row["loss"]):
                 raise UserError(f"loss became {row['loss']} at step {step + 1}; lower optim.lr or check the data")
+            pause = time.time()
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.steps and evaluate_fn:
                 self._evaluate(evaluate_fn, step + 1, cfg.eval.n)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 self.save(self.out / "checkpoints" / f"step_{step + 1}", step + 1)
+            self.paused_s += time.time() - pause
         bar.close()
         self.save(self.out / "checkpoints" / "final", cfg.steps)
         result = {"last": last}
