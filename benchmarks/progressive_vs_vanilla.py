@@ -31,6 +31,7 @@ from uniar.sample.pipeline import Pipeline
 from uniar.train.config import TrainConfig
 from uniar.train.loop import Trainer
 from uniar.utils.io import write_json, write_text
+from uniar.utils.threads import apply_env_threads
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "progressive_vs_vanilla"
@@ -126,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    apply_env_threads()  # UNIAR_THREADS=1 when jobs share the machine
     RUNS.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for seed in args.seeds:

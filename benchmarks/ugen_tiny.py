@@ -25,6 +25,7 @@ from uniar.train.config import StageConfig, TrainConfig
 from uniar.train.evaluation import periodic_eval
 from uniar.train.loop import Trainer, steps_for_budget
 from uniar.utils.io import write_json, write_text
+from uniar.utils.threads import apply_env_threads
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-text-baseline", action="store_true")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the ugen-tiny config")
     args = ap.parse_args(argv)
+    apply_env_threads()  # UNIAR_THREADS=1 when jobs share the machine
 
     out = Path(args.out)
     cfg = load_config(TrainConfig, resolve("ugen-tiny"), [

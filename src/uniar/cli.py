@@ -9,6 +9,7 @@ import pkgutil
 import sys
 
 import uniar.commands
+from uniar.utils.threads import apply_env_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # No network at run time: pretrained models come from local folders only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if os.environ.get("UNIAR_THREADS"):
-        # Two busy processes with two threads each on a 2-core machine run several times slower
-        # than with one thread each (spinning OpenMP workers): let the user pin the count.
-        import torch
-
-        torch.set_num_threads(int(os.environ["UNIAR_THREADS"]))
+    apply_env_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
