@@ -12,15 +12,6 @@ from uniar.models.backbone.presets import PRESETS
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids thread contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_decoder(tie=False, vocab=97, seed=0, **kw):
     cfg = DecoderConfig(vocab_size=vocab, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=128,
                         max_seq_len=64, tie_embeddings=tie, **kw)

@@ -11,15 +11,6 @@ from uniar.models.diffusion import DiffusionHead, DiffusionHeadConfig, Diffusion
 from uniar.utils.io import load_safetensors, save_safetensors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (60x slower on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_head(**overrides) -> DiffusionHead:
     torch.manual_seed(0)
     fields = dict(token_dim=3, cond_dim=5, width=16, depth=2, sample_steps=10) | overrides

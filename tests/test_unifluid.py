@@ -17,15 +17,6 @@ GRID, D, S = (2, 4), 4, 32  # 8 generated tokens of 4 dims; 32 px images for the
 N = GRID[0] * GRID[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids thread contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(seed: int = 0, und: str = "builtin", **cfg) -> UniFluid:
     from uniar.models.backbone import build_backbone
 
