@@ -34,7 +34,7 @@ from uniar.utils.io import write_json, write_text
 from uniar.utils.threads import apply_env_threads
 
 RESULTS = Path(__file__).parent / "results"
-RUNS = RESULTS / "progressive_vs_vanilla"
+RUNS = RESULTS / "progressive_vs_vanilla"  # reset by --results
 ARMS = {"progressive": "progressive_vocab.enabled=true", "vanilla": "progressive_vocab.enabled=false"}
 GROUPS = {"Text": ["inv_text_ppl"], "Image-Und": ["caption_exact", "vqa_acc"], "Image-Gen": ["t2i_exact", "edit_exact"]}
 
@@ -114,6 +114,7 @@ def markdown(agg: dict, runs: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    global RESULTS, RUNS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -125,8 +126,11 @@ def main(argv=None) -> int:
     ap.add_argument("--image-top-k", type=int, default=8)
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--results", default=str(RESULTS), help="folder for the report and the per-run files")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    RESULTS = Path(args.results)
+    RUNS = RESULTS / "progressive_vs_vanilla"
     apply_env_threads()  # UNIAR_THREADS=1 when jobs share the machine
     RUNS.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

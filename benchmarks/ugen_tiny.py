@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-top-k", type=int, default=8)
     ap.add_argument("--cfg", type=float, default=2.0)
     ap.add_argument("--no-text-baseline", action="store_true")
+    ap.add_argument("--results", default=str(RESULTS), help="folder for ugen_tiny.json / .md")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the ugen-tiny config")
     args = ap.parse_args(argv)
     apply_env_threads()  # UNIAR_THREADS=1 when jobs share the machine
@@ -98,10 +99,11 @@ def main(argv=None) -> int:
                                 "train_s": time.time() - t}
         results["text_ppl_ratio"] = results["test"]["text_ppl"] / ppl_text
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "ugen_tiny.json", results)
-    write_text(RESULTS / "ugen_tiny.md", markdown(results))
-    print((RESULTS / "ugen_tiny.md").read_text())
+    results["run_folder"] = str(out)
+    res = Path(args.results)
+    write_json(res / "ugen_tiny.json", results)
+    write_text(res / "ugen_tiny.md", markdown(results))
+    print((res / "ugen_tiny.md").read_text())
     return 0
 
 
@@ -121,7 +123,7 @@ def markdown(r: dict) -> str:
         lines += ["", f"Text-only model with the same text budget ({t['text_sequences']} sequences, "
                   f"{t['steps']} steps): held-out perplexity {t['text_ppl']:.3f}; unified / text-only = "
                   f"{r['text_ppl_ratio']:.3f} (target ≤ 1.10)."]
-    lines += ["", "Learning curve on `val`: runs/bench/ugen_tiny/unified/metrics.png and eval.jsonl."]
+    lines += ["", f"Learning curve on `val`: {r['run_folder']}/unified/metrics.png and eval.jsonl."]
     return "\n".join(lines) + "\n"
 
 
