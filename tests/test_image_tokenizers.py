@@ -20,7 +20,7 @@ def tiny_vq(seed=0):
     torch.manual_seed(seed)
     model = VQTokenizer(VQConfig(**SMALL, codebook_size=32, code_dim=4))
     images = torch.rand(64, 3, 16, 16) * 2 - 1
-    model.after_step(model(images))  # initialise the codebook from encodings, as training does
+    model.initialise_codebook(images)  # as training does before quantising
     return model.eval()
 
 
@@ -236,7 +236,8 @@ def test_training_reduces_the_loss_and_saves_a_loadable_tokenizer(kind, tmp_path
     from uniar.config import apply_overrides
     from uniar.tokenizers.train_image import default_config, train_image_tokenizer
 
-    overrides = TRAIN_OVERRIDES + (["model.codebook_size=64", "model.code_dim=8"] if kind == "vq" else
+    overrides = TRAIN_OVERRIDES + (["model.codebook_size=64", "model.code_dim=8", "train.vq_warmup=0.25"]
+                                   if kind == "vq" else
                                    ["model.latent_channels=4"])
     cfg = apply_overrides(default_config(kind), overrides)
     summary = train_image_tokenizer(kind, cfg, tmp_path / kind, steps=40, seed=0, progress=False)
@@ -246,7 +247,8 @@ def test_training_reduces_the_loss_and_saves_a_loadable_tokenizer(kind, tmp_path
     losses = [float(r["loss"]) for r in rows]
     assert np.mean(losses[-3:]) < 0.6 * losses[0]
     assert "val_psnr" in rows[-1] and rows[-1]["val_psnr"]
-    if kind == "vq":
+    if kind == "vq":  # a plain autoencoder for the first 10 steps, then quantised
+        assert not rows[0].get("codes_used") and rows[-1]["codes_used"]
         assert int(rows[-1]["val_codes_used"]) > 1 and float(rows[-1]["val_perplexity"]) > 1
     info = json.loads((tmp_path / kind / "training.json").read_text())
     assert info["steps"] == 40 and info["seed"] == 0 and info["final"]

@@ -45,15 +45,15 @@ KINDS = ("vq", "kl")
 
 @dataclass
 class TrainSettings:
-    batch_size: int = 32
-    lr: float = 2e-3
+    batch_size: int = 64
+    lr: float = 1e-3
     min_lr_ratio: float = 0.02  # the cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0
     bf16: bool = True  # bf16 autocast (the fast path on CPU; never fp16 on CPU)
-    recon_loss: Literal["l1", "mse"] = "l1"
+    recon_loss: Literal["l1", "mse"] = "mse"
     # extra weight on object pixels: objects cover ~10% of an image, and small ones carry the
     # details (a cross's arms, a colour) that the scene parser reads
     fg_weight: float = 0.0
