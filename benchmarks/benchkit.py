@@ -56,9 +56,9 @@ def add_common_args(ap: argparse.ArgumentParser, seeds: list[int], n: int, out: 
     ap.add_argument("--steps", type=int, default=steps, help="optimizer steps of every run (same for every arm)")
     ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
     ap.add_argument("-n", type=int, default=n, help="examples per task and split")
-    ap.add_argument("--kl-tokenizer", default="runs/tokenizers/kl", help="UniFluid's image tokenizer")
+    ap.add_argument("--kl-tokenizer", default="pretrained/shapesworld-kl", help="UniFluid's image tokenizer")
     if ugen:
-        ap.add_argument("--vq-tokenizer", default="runs/tokenizers/vq", help="UGen's image tokenizer")
+        ap.add_argument("--vq-tokenizer", default="pretrained/shapesworld-vq", help="UGen's image tokenizer")
         ap.add_argument("--ugen-top-k", type=int, default=8, help="UGen's image top-k")
     ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale for images (both families)")
     ap.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"), help="UniFluid")

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--tokenizer", default="runs/tokenizers/vq")
+    ap.add_argument("--tokenizer", default="pretrained/shapesworld-vq")
     ap.add_argument("--out", default="runs/bench/progressive_vs_vanilla")
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--cfg", type=float, default=2.0)

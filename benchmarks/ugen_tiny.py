@@ -1,7 +1,7 @@
 """Benchmark: `ugen-tiny` trained on ShapesWorld, scored on `test` and `novel`, against a text-only
 model given the same text budget.
 
-    python benchmarks/ugen_tiny.py --minutes 30 --tokenizer runs/tokenizers/vq
+    python benchmarks/ugen_tiny.py --minutes 30 --tokenizer pretrained/shapesworld-vq
 
 Writes benchmarks/results/ugen_tiny.json and ugen_tiny.md (recipe, seed, wall times, every score),
 plus the run folder (checkpoints, metrics.csv, metrics.png, eval grids) under runs/bench/ugen_tiny.
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget of the unified model")
     ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of a time budget")
-    ap.add_argument("--tokenizer", default="runs/tokenizers/vq")
+    ap.add_argument("--tokenizer", default="pretrained/shapesworld-vq")
     ap.add_argument("--out", default="runs/bench/ugen_tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-n", type=int, default=200, help="examples per task and split")
