@@ -56,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--vq", nargs="*", default=[], metavar="key=value", help="overrides of the VQ config")
     p.add_argument("--kl", nargs="*", default=[], metavar="key=value", help="overrides of the KL config")
+    p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     p.add_argument("--eval-only", nargs="*", default=None, choices=["vq", "kl"], metavar="KIND",
                    help="score the tokenizers already in --models instead of training them (all, or the kinds named)")
     return p.parse_args(argv)
@@ -126,7 +127,9 @@ def write_report(result: dict, path: Path) -> None:
         f"Built-in tokenizers trained on `train` images, scored on {result['n_test']} `test` images "
         f"(seed {result['seed']}, {result['date']}, {result['machine']}).",
         "`recon_exact`: the scene parser reads the reconstruction back as exactly the original scene "
-        f"(the parser scores {result['parser_on_clean']:.1%} on the clean test images).",
+        f"(the parser scores {result['parser_on_clean']:.1%} on the clean test images). A novel pair is a "
+        "(color, shape) pair never shown in `train` (red cross, green circle, blue triangle, yellow square). "
+        "Training is budgeted in wall time on a shared machine, so the step count says more than the minutes.",
         "",
         "| tokenizer | recon_exact | with / without a novel pair | recall small / large | shape acc | color acc | "
         "PSNR (dB) | codes used | perplexity | train time | steps | images seen |",
@@ -138,7 +141,8 @@ def write_report(result: dict, path: Path) -> None:
         ppl = f"{r['perplexity']:.0f}" if "perplexity" in r else "-"
         lines.append(
             f"| {kind} | **{r['recon_exact']:.1%}** | {r['recon_exact_with_novel_pair']:.1%} / "
-            f"{r['recon_exact_without_novel_pair']:.1%} | {r['recon_recall_small']:.1%} / {r['recon_recall_large']:.1%} | "
+            f"{r['recon_exact_without_novel_pair']:.1%} | "
+            f"{r['recon_recall_small']:.1%} / {r['recon_recall_large']:.1%} | "
             f"{r['recon_acc_shape']:.1%} | "
             f"{r['recon_acc_color']:.1%} | {r['psnr']:.2f} | {codes} | {ppl} | {t.get('seconds', 0) / 60:.1f} min | "
             f"{t.get('steps', '-')} | {t.get('images_seen', '-')} |"
@@ -150,6 +154,8 @@ def write_report(result: dict, path: Path) -> None:
                   "```json", json.dumps(t.get("config", {}), indent=1), "```", ""]
     lines += [f"Reconstruction grid: `{result['grid']}` (rows: originals, "
               + ", ".join(result["tokenizers"]) + "; the columns include failures).", ""]
+    if result.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in result["notes"]] + [""]
     write_text(path, "\n".join(lines))
 
 
@@ -167,6 +173,7 @@ def main(argv=None) -> int:
                    f"{torch.get_num_threads()} threads",
         "parser_on_clean": scene_agreement(parse_images(test_images), test_scenes)["exact"],
         "tokenizers": {},
+        "notes": args.note,
     }
     recons, failures = {}, {}
     for kind in args.kinds:

@@ -217,25 +217,6 @@ def test_ema_moves_codes_to_the_mean_of_their_encodings():
     assert torch.allclose(q.codebook, torch.tensor([[2.0, 1.0], [9.0, 9.0]]), atol=1e-3)
 
 
-def test_product_codebook_ids_are_the_nearest_of_all_combinations(tmp_path):
-    torch.manual_seed(0)
-    model = VQTokenizer(VQConfig(**SMALL, codebook_size=32, code_dim=4, product=[4, 8]))
-    images = random_images(16)
-    model.initialise_codebook(images)
-    ids = model.encode(images)
-    assert ids.shape == (16, 16) and ids.max() < 32
-    z = model.quantizer.prepare(model.encoder(images).flatten(2).transpose(1, 2).reshape(-1, 4)).detach()
-    every_code = model.quantizer.lookup(torch.arange(32))  # all 4 x 8 combinations
-    assert torch.equal(ids.reshape(-1), torch.cdist(z.double(), every_code.double()).argmin(1))
-    stats = model.after_step(model(images))
-    assert stats["codes_used"] == len(ids.unique())
-    model.save(tmp_path / "pq")
-    again = load_image_tokenizer(tmp_path / "pq")
-    assert torch.equal(again.encode(images), model.encode(images))
-    with pytest.raises(UserError, match="multiply to codebook_size"):
-        VQConfig(codebook_size=512, product=[16, 16])
-
-
 def test_kmeans_seeding_spreads_codes_over_clusters():
     q = EMAQuantizer(codebook_size=4, code_dim=2, decay=0.99, dead_threshold=0.03)
     q.initialise(clusters(20, seed=3), torch.Generator().manual_seed(0))

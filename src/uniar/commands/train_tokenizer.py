@@ -64,5 +64,6 @@ def run(args) -> int:
     summary = train_image_tokenizer(args.kind, cfg, args.out, minutes=args.minutes, steps=args.steps,
                                      seed=args.seed, progress=not args.no_progress)
     scores = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("val_"))
-    print(f"saved {args.kind} tokenizer to {args.out}: {summary['steps']} steps in {summary['seconds']:.0f} s; {scores}")
+    print(f"saved {args.kind} tokenizer to {args.out}: {summary['steps']} steps "
+          f"in {summary['seconds']:.0f} s; {scores}")
     return 0

@@ -17,12 +17,6 @@ restarts fewer than 20 of 512 codes stayed alive). So:
   is the one with the highest cosine similarity, which spreads use over the codebook;
 - the nearest-neighbour search always runs in fp32, outside autocast (bf16 distances tie and
   flip assignments).
-
-Optionally (`product`, e.g. [16, 32]) the codebook is a product of small codebooks, each over its
-own slice of the encoding (product quantisation): a token's id is the tuple of its sub-codes in
-mixed radix, still one id in [0, codebook_size). Every combination of sub-codes has an id, so a
-patch unlike any seen in training (a colour never seen on that shape) can still be written as
-a combination of seen parts.
 """
 
 from __future__ import annotations
@@ -58,7 +52,6 @@ class VQConfig:
     dead_threshold: float = 0.03  # restart codes used fewer times per step than this (EMA)
     l2_normalize: bool = True  # codes and encodings on the unit sphere
     layer_norm: bool = True  # LayerNorm in the conv nets' residual blocks
-    product: list[int] = field(default_factory=list)  # sub-codebook sizes (their product = codebook_size)
 
     def __post_init__(self) -> None:
         check_widths(self.channels, self.encoder_blocks, self.decoder_blocks)
@@ -67,11 +60,6 @@ class VQConfig:
             raise UserError(f"image_size {self.image_size} is not divisible by the down-sampling factor {factor}")
         if self.codebook_size < 2 or self.code_dim < 1:
             raise UserError("codebook_size must be >= 2 and code_dim >= 1")
-        if self.product and (math.prod(self.product) != self.codebook_size or self.code_dim % len(self.product)):
-            raise UserError(
-                f"product {self.product}: the sub-codebook sizes must multiply to codebook_size "
-                f"({self.codebook_size}) and their number must divide code_dim ({self.code_dim})"
-            )
 
 
 def _squared_distances(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -170,60 +158,6 @@ class EMAQuantizer(nn.Module):
         return n
 
 
-class ProductQuantizer(nn.Module):
-    """Several EMA quantisers, each over its own slice of the encoding; ids in mixed radix.
-
-    Same interface as EMAQuantizer (prepare, nearest, lookup, initialise, update)."""
-
-    def __init__(self, sizes: list[int], code_dim: int, decay: float, dead_threshold: float, l2_normalize: bool):
-        super().__init__()
-        part = code_dim // len(sizes)
-        self.sizes = list(sizes)
-        self.groups = nn.ModuleList(EMAQuantizer(k, part, decay, dead_threshold, l2_normalize) for k in sizes)
-
-    @property
-    def codebook_size(self) -> int:
-        return math.prod(self.sizes)
-
-    @property
-    def initialised(self) -> torch.Tensor:
-        return torch.stack([g.initialised for g in self.groups]).all()
-
-    def _parts(self, z: torch.Tensor):
-        return z.chunk(len(self.groups), dim=-1)
-
-    def _digits(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        digits = []
-        for k in reversed(self.sizes):
-            digits.append(ids % k)
-            ids = ids // k
-        return digits[::-1]
-
-    def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([g.prepare(p) for g, p in zip(self.groups, self._parts(z))], dim=-1)
-
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        ids = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-        for g, p, k in zip(self.groups, self._parts(z), self.sizes):
-            ids = ids * k + g.nearest(p)
-        return ids
-
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.cat([g.lookup(d) for g, d in zip(self.groups, self._digits(ids))], dim=-1)
-
-    @torch.no_grad()
-    def initialise(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        for g, p in zip(self.groups, self._parts(z)):
-            g.initialise(p.contiguous(), generator)
-
-    @torch.no_grad()
-    def update(self, z: torch.Tensor, ids: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        restarted = sum(g.update(p.contiguous(), d, generator)["restarted"]
-                        for g, p, d in zip(self.groups, self._parts(z.float()), self._digits(ids)))
-        counts = torch.bincount(ids, minlength=self.codebook_size)
-        return {"codes_used": int((counts > 0).sum()), "perplexity": perplexity(counts), "restarted": restarted}
-
-
 def perplexity(counts: torch.Tensor) -> float:
     """exp(entropy) of a code-use histogram: the effective number of codes in use."""
     p = counts.float() / counts.sum().clamp_min(1)
@@ -246,11 +180,7 @@ class VQTokenizer(ImageTokenizer):
         self.grid = (side, side)
         self.codebook_size = c.codebook_size
         self.encoder = ConvEncoder(c.channels, c.encoder_blocks, c.code_dim, c.layer_norm)
-        if c.product:
-            self.quantizer = ProductQuantizer(c.product, c.code_dim, c.ema_decay, c.dead_threshold, c.l2_normalize)
-        else:
-            self.quantizer = EMAQuantizer(c.codebook_size, c.code_dim, c.ema_decay, c.dead_threshold,
-                                          c.l2_normalize)
+        self.quantizer = EMAQuantizer(c.codebook_size, c.code_dim, c.ema_decay, c.dead_threshold, c.l2_normalize)
         self.decoder = ConvDecoder(c.channels, c.decoder_blocks, c.code_dim, c.layer_norm)
 
     # ---- inference -------------------------------------------------------------------------
