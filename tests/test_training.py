@@ -57,6 +57,25 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_vq):
     assert (tmp_path / "full" / "metrics.png").is_file()
 
 
+
+def test_length_grouped_micro_batches_train_like_one_batch(tmp_path, tiny_vq):
+    """group_by_length only repartitions the same global batch: same losses, less padding."""
+    runs = {}
+    for name, accum, grouped in [("one", 1, False), ("grouped", 3, True)]:
+        cfg = tiny_train_config(tmp_path / name, tiny_vq, steps=3)
+        cfg.optim.grad_accum, cfg.optim.group_by_length = accum, grouped
+        cfg.optim.bf16 = False
+        trainer = Trainer(cfg, progress=False)
+        runs[name] = trainer
+        trainer.run()
+    np.testing.assert_allclose(losses(tmp_path / "grouped"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
+    one, grouped = runs["one"].micro_batches(1), runs["grouped"].micro_batches(1)
+    padded = lambda bs: sum(b.mask.numel() for b in bs)  # noqa: E731
+    assert sum(int(b.mask.sum()) for b in grouped) == sum(int(b.mask.sum()) for b in one)
+    assert padded(grouped) < padded(one)
+    lengths = [int(n) for b in grouped for n in b.mask.sum(1)]
+    assert lengths == sorted(lengths)
+
 def test_checkpoint_reloads_to_identical_samples(tmp_path, tiny_vq):
     from uniar.sample.decode import SamplingConfig
     from uniar.sample.pipeline import Pipeline

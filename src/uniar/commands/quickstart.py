@@ -18,9 +18,9 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart", help="generate data, train tokenizers and ugen-tiny briefly, write a report",
-        description="The main job on the embedded default (ShapesWorld): about 17 minutes on 2 CPU cores.")
+        description="The main job on the embedded default (ShapesWorld): about 15 minutes on 2 CPU cores.")
     p.add_argument("--out", default="quickstart_out")
-    p.add_argument("--minutes", type=float, default=14.0, help="total training budget in minutes (default 14)")
+    p.add_argument("--minutes", type=float, default=11.0, help="total training budget in minutes (default 11)")
     p.add_argument("--eval-n", type=int, default=100, help="test examples per task")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

@@ -32,6 +32,7 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
              checkpoint: str = "", text_windows: int = 200) -> dict:
     """Scores of `pipe` on examples 0..n-1 of `split`; grids and a report go to `out_dir` if given."""
     sampling = sampling or SamplingConfig()
+    t_start = time.time()
     size = pipe.image_size
     max_objects = pipe.cfg.data.max_objects if pipe.cfg is not None else 3
     examples = [get_example(split, i, max_objects) for i in range(n)]
@@ -74,6 +75,7 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
     if "text" in tasks:
         metrics["text_ppl"] = heldout_perplexity(pipe, windows=text_windows)
 
+    timing["wall_s"] = time.time() - t_start
     report = {"split": split, "n": n, "checkpoint": checkpoint, "sampling": sampling.describe(),
               "metrics": metrics, "timing": timing}
     if out:

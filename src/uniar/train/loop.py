@@ -107,8 +107,9 @@ class Trainer:
         """This rank's micro-batches of optimizer step `step`.
 
         The global batch is a pure function of (seed, step); ranks take rows rank, rank+world, ...
-        and split them into `grad_accum` micro-batches, so any (world, grad_accum) partition of the
-        same global batch trains identically.
+        and split them into `grad_accum` micro-batches (by stride, or by length with
+        optim.group_by_length), so any (world, grad_accum) partition of the same global batch trains
+        identically.
         """
         cfg, info = self.cfg, self.info
         _, stage, _ = cfg.stage_at(step)
@@ -118,7 +119,12 @@ class Trainer:
         if len(mine) < accum:
             raise UserError(f"batch of {cfg.optim.batch_size} rows cannot feed {info.world} ranks x "
                             f"{accum} micro-batches")
-        chunks = [mine[i::accum] for i in range(accum)]
+        if cfg.optim.group_by_length:
+            mine = sorted(mine, key=len)  # stable: rows of equal length keep their order
+            size = -(-len(mine) // accum)
+            chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
+        else:
+            chunks = [mine[i::accum] for i in range(accum)]
         return [collate(c, pad_id=self.text_tok.pad_id, side="right").to(info.device) for c in chunks]
 
     # ---- one optimizer step ------------------------------------------------------------------------
