@@ -359,7 +359,7 @@ def plot_metrics(out_dir: Path) -> Path | None:
     return path
 
 
-def steps_for_budget(cfg: TrainConfig, minutes: float, probe_steps: int = 4) -> int:
+def steps_for_budget(cfg: TrainConfig, minutes: float, probe_steps: int = 8) -> int:
     """How many optimizer steps of `cfg` fit in `minutes` on this machine.
 
     Times a few steps of each stage on a throwaway copy of the run (same model, data and batch),
@@ -374,12 +374,13 @@ def steps_for_budget(cfg: TrainConfig, minutes: float, probe_steps: int = 4) -> 
     per_step = []
     start = 0
     for stage in cfg.stages:
-        step = start  # any step inside the stage picks the stage's mixture
-        trainer.train_step(step)  # warm-up (allocations, first-call costs)
+        length = max(1, round(stage.fraction * cfg.steps))
+        trainer.train_step(start)  # warm-up (allocations, first-call costs)
         t = time.time()
-        for _ in range(probe_steps):
-            trainer.train_step(step)
+        # distinct steps of the stage: their batches differ in task mix and sequence lengths
+        for i in range(probe_steps):
+            trainer.train_step(start + 1 + i % max(1, length - 1))
         per_step.append((time.time() - t) / probe_steps)
-        start += max(1, round(stage.fraction * cfg.steps))
+        start += length
     mean = sum(s.fraction * t for s, t in zip(cfg.stages, per_step))
     return max(10, int(minutes * 60 / mean))
