@@ -457,3 +457,30 @@ def test_gemma2_preset_code_path(tmp_path):
     image = pipe.t2i(["a large red circle"], SamplingConfig(seed=0, cfg_scale=2.0))
     assert image.shape == (1, 64, 64, 3)
     assert len(pipe.caption(image, SamplingConfig(max_new_tokens=3))) == 1
+
+
+def test_input_noise_perturbs_only_what_the_backbone_reads_in_training():
+    model = tiny_model(seed=3, input_noise=0.5)
+    randomize_head(model, seed=3)
+    batch = mixed_batch(model)
+    latents = model.gen_latents(batch)
+    model.train()
+    torch.manual_seed(0)
+    noised = model._noised_inputs(latents)
+    gen = batch.role == GEN
+    assert not torch.allclose(noised[gen], latents[gen])
+    model.eval()
+    assert model._noised_inputs(latents) is latents  # sampling and evaluation read clean tokens
+    # the head's targets stay clean: with no diffusion-head noise difference, the loss changes only
+    # through the backbone's inputs
+    clean = tiny_model(seed=3)
+    randomize_head(clean, seed=3)
+    clean.train()
+    model.train()
+    torch.manual_seed(1)
+    a = clean.loss(batch).components["ce"]
+    torch.manual_seed(1)
+    b = model.loss(batch).components["ce"]
+    assert not torch.allclose(a, b)  # text after the image reads the noised tokens
+    with pytest.raises(UserError, match="input_noise"):
+        tiny_model(input_noise=-1.0)

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("val", "test", "novel"))
     p.add_argument("-n", type=int, default=200, help="examples per task")
     p.add_argument("--out", default=None, help="report folder (default: CKPT/eval)")
-    p.add_argument("--tasks", default="t2i,caption,vqa,edit,text")
+    p.add_argument("--tasks", default="t2i,caption,vqa,edit,text",
+                   help="comma-separated; tf_t2i adds teacher-forced t2i (each token given the true earlier ones)")
     p.add_argument("--cfg", type=float, default=1.0, help="guidance scale for images")
     p.add_argument("--temperature", type=float, default=1.0, help="image temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="image top-k")

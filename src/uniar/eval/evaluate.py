@@ -22,9 +22,11 @@ from uniar.data.shapesworld.render import render_batch
 from uniar.eval import scores
 from uniar.sample.decode import SamplingConfig
 from uniar.utils.grid import image_grid
+from uniar.errors import UserError
 from uniar.utils.io import save_image, write_json, write_text
 
 ALL_TASKS = ("t2i", "caption", "vqa", "edit", "text")
+DIAGNOSTICS = ("tf_t2i",)  # teacher-forced t2i (uniar.eval.teacher_forced); not run by default
 
 
 def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig | None = None,
@@ -32,6 +34,10 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
              checkpoint: str = "", text_windows: int = 200) -> dict:
     """Scores of `pipe` on examples 0..n-1 of `split`; grids and a report go to `out_dir` if given."""
     sampling = sampling or SamplingConfig()
+    unknown = sorted(set(tasks) - set(ALL_TASKS) - set(DIAGNOSTICS))
+    if unknown:
+        raise UserError(f"unknown evaluation task(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(ALL_TASKS + DIAGNOSTICS)}")
     t_start = time.time()
     size = pipe.image_size
     max_objects = pipe.cfg.data.max_objects if pipe.cfg is not None else 3
@@ -53,6 +59,14 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
             metrics["fid_sw"] = fid_sw(generated, split=split)
         if out:
             save_image(out / f"t2i_{split}.png", image_grid(generated[:32], prompts[:32], cols=8))
+    if "tf_t2i" in tasks:  # teacher-forced: each image token drawn given the true earlier ones
+        from uniar.eval.teacher_forced import teacher_forced_images
+
+        drawn = teacher_forced_images(pipe, [e.caption for e in examples], images, sampling)
+        scored = scores.t2i_scores([e.scene for e in examples], parse_images(drawn))
+        metrics.update({("tf_" + k if k != "n" else "tf_t2i_n"): v for k, v in scored.items() if v is not None})
+        if out:
+            save_image(out / f"tf_t2i_{split}.png", image_grid(drawn[:32], [e.caption for e in examples[:32]], cols=8))
     if "caption" in tasks:
         preds = pipe.caption(images, sampling)
         _merge(metrics, "caption", scores.caption_scores([e.scene for e in examples], preds,

@@ -54,6 +54,12 @@ class UniFluidConfig:
     # learned image-position embeddings added to the inputs: of the next token to predict and of
     # the token itself (current_and_next), of the next only, or none (raster order only)
     image_pos_embed: Literal["current_and_next", "next", "none"] = "current_and_next"
+    # training only: Gaussian noise of std sigma ~ U(0, input_noise), one sigma per sequence, added to
+    # the GEN latents the backbone *reads* (the head's targets stay clean). Free-running sampling
+    # feeds the model its own imperfect tokens; a model trained on clean ones learns to copy colour
+    # and shape from the previous patch instead of reading the caption (teacher-forced t2i far above
+    # free-running). 0 = off (MAR and UniFluid feed clean tokens).
+    input_noise: float = 0.0
     # one model token = a g x g group of the tokenizer's latents (MAR's 2x2 grouping of KL-8: SD-VAE
     # at 256 px gives 32x32 tokens of 4 dims, grouped 2x2: 256 tokens of 16 dims)
     token_group: int = 1
@@ -61,6 +67,8 @@ class UniFluidConfig:
     def __post_init__(self):
         if self.token_group < 1:
             raise UserError(f"model.unifluid.token_group must be >= 1, got {self.token_group}")
+        if self.input_noise < 0:
+            raise UserError(f"model.unifluid.input_noise must be >= 0, got {self.input_noise}")
         if self.loss_lambda < 0:
             raise UserError(f"model.unifluid.loss_lambda must be >= 0, got {self.loss_lambda}")
         if self.image_pos_embed not in POS_EMBEDS:
@@ -258,7 +266,7 @@ class UniFluid(nn.Module):
         `progressive` (UGen's vocabulary curriculum) does not apply to continuous tokens and is ignored.
         """
         latents = self.gen_latents(batch)
-        embeds = self._embed(self.backbone.embed(batch.ids), batch, latents)
+        embeds = self._embed(self.backbone.embed(batch.ids), batch, self._noised_inputs(latents))
         # training batches are right-padded: the causal mask alone keeps real tokens off the padding
         hidden = self.hidden(embeds, batch.positions, None)
         ce_sel, diff_sel = self._targets(batch)
@@ -288,6 +296,13 @@ class UniFluid(nn.Module):
             diffusion = diffusion + self._unused_anchor([self.und])
         parts.components["diffusion"] = diffusion
         return parts
+
+    def _noised_inputs(self, latents: torch.Tensor | None) -> torch.Tensor | None:
+        """The latents the backbone reads in training: clean, or with input noise (cfg.input_noise)."""
+        if latents is None or not self.training or self.cfg.input_noise <= 0:
+            return latents
+        sigma = torch.rand(latents.shape[0], 1, 1, device=latents.device) * self.cfg.input_noise
+        return latents + sigma * torch.randn_like(latents)
 
     def _generation_modules(self) -> list[nn.Module]:
         return [m for m in (self.in_proj, self.cur_pos, self.next_pos, self.head) if m is not None]
