@@ -149,7 +149,9 @@ def score(run_dir: Path, arm: Arm, sampling, args, splits) -> tuple[dict, dict]:
     metrics, wall = {"run": {}}, {}
     for split in splits:
         t = time.time()
-        report = evaluate(pipe, split, n=args.n, sampling=sampling, tasks=arm.tasks, out_dir=run_dir / "eval",
+        # teacher-forced t2i beside the sampled one: it tells "not learned" from "drifts when sampling"
+        tasks = arm.tasks + (("tf_t2i",) if "t2i" in arm.tasks else ())
+        report = evaluate(pipe, split, n=args.n, sampling=sampling, tasks=tasks, out_dir=run_dir / "eval",
                           fid=not args.no_fid, checkpoint=str(ckpt))
         metrics[split] = report["metrics"]
         for k, v in report["timing"].items():  # t2i_s_per_image over the first split's examples

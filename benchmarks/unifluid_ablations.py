@@ -35,7 +35,7 @@ from benchkit import (Arm, RunStore, add_common_args, aggregate, fmt, mean_std, 
                       run_all, run_cli, save_figure, set_threads, table)
 from uniar.utils.io import write_json, write_text
 
-GEN_ROWS = [("test", k) for k in ("t2i_exact", "t2i_recall", "t2i_precision", "edit_exact", "fid_sw")]
+GEN_ROWS = [("test", k) for k in ("t2i_exact", "t2i_recall", "t2i_precision", "tf_t2i_exact", "edit_exact", "fid_sw")]
 UND_ROWS = [("test", k) for k in ("caption_exact", "caption_f1", "cider", "vqa_acc")]
 TEXT_ROWS = [("test", "text_ppl")]
 RUN_ROWS = [("run", k) for k in ("tokens_per_s", "steps_per_s", "params_m", "sample_s_per_image", "t2i_s_per_image")]

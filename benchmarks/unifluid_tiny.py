@@ -29,7 +29,7 @@ from uniar.utils.io import write_json, write_text
 
 BENCH = "unifluid_tiny"
 PRESET = Arm("headline", preset="unifluid-tiny")
-KEYS = ["t2i_exact", "t2i_recall", "t2i_precision", "t2i_acc_cell", "t2i_acc_color", "t2i_acc_shape",
+KEYS = ["t2i_exact", "tf_t2i_exact", "tf_t2i_acc_color", "t2i_recall", "t2i_precision", "t2i_acc_cell", "t2i_acc_color", "t2i_acc_shape",
         "t2i_acc_size", "fid_sw", "caption_exact", "caption_f1", "cider", "bleu4", "vqa_acc", "vqa_acc_color",
         "vqa_acc_shape", "vqa_acc_count", "vqa_acc_exists", "vqa_acc_where", "edit_exact", "text_ppl"]
 
