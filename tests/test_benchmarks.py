@@ -83,3 +83,22 @@ def test_headline_scores_test_and_novel_with_a_learning_curve(scripts, kl, tmp_p
     assert minutes == sorted(minutes) and minutes[0] > 0
     assert (results / "unifluid_tiny_curve.png").stat().st_size > 0
     assert "| t2i_exact |" in (results / "unifluid_tiny.md").read_text()
+
+
+def test_caption_swap_scores_what_the_drawn_colours_follow(tmp_path, tiny_vq):
+    from helpers import tiny_train_config
+    from uniar.train.loop import Trainer
+
+    Trainer(tiny_train_config(tmp_path / "run", tiny_vq, steps=4), progress=False).run()  # 2 ids active
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import caption_swap
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    ckpt = str(tmp_path / "run" / "checkpoints" / "final")
+    assert caption_swap.main([ckpt, "-n", "3", "--results", str(tmp_path / "results")]) == 0
+    report = json.loads((tmp_path / "results" / "caption_swap.json").read_text())
+    row = report["rows"][0]
+    assert row["family"] == "ugen" and row["objects"] >= 3
+    assert 0.0 <= row["follows_image"] + row["follows_caption"] <= 1.0  # a colour cannot be both
+    assert (tmp_path / "results" / "caption_swap.md").is_file()
