@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import save_tiny_kl, text_tokenizer, tiny_backbone_config, tiny_unifluid_train_config
-from uniar.data.sequence import GEN, ImageData, SequenceBuilder, collate
+from uniar.data.sequence import GEN, UND, ImageData, SequenceBuilder, collate
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHeadConfig
 from uniar.models.encoders import BuiltinEncoderConfig, build_und_encoder
@@ -484,3 +484,32 @@ def test_input_noise_perturbs_only_what_the_backbone_reads_in_training():
     assert not torch.allclose(a, b)  # text after the image reads the noised tokens
     with pytest.raises(UserError, match="input_noise"):
         tiny_model(input_noise=-1.0)
+
+
+def test_input_drop_masks_only_training_inputs_and_the_rate_is_per_sequence():
+    model = tiny_model(seed=3, input_drop=0.9)
+    batch = mixed_batch(model)
+    gen = batch.role == GEN
+    model.train()
+    torch.manual_seed(0)
+    dropped = model._dropped_inputs(batch)
+    assert dropped.shape == batch.ids.shape and bool((dropped & gen).any())
+    torch.manual_seed(0)  # the same draw as above
+    embeds = model._embed(model.backbone.embed(batch.ids), batch, model.gen_latents(batch))
+    plain = model.image_inputs(model.backbone.embed(batch.ids), gen, model.gen_latents(batch),
+                               batch.image_pos, batch.next_image_pos)
+    hit, kept = dropped & gen, ~(dropped & gen) & (batch.role != UND)
+    assert torch.allclose(embeds[kept], plain[kept])  # text and kept image tokens are untouched
+    assert not torch.allclose(embeds[hit], plain[hit])
+    # a dropped token reads the mask embedding (plus its position embeddings), not its latent
+    pos_only = model.image_inputs(torch.zeros_like(plain), gen, None, batch.image_pos, batch.next_image_pos)
+    assert torch.allclose(embeds[hit], (model.drop_embed.weight[0] + pos_only[hit]), atol=1e-5)
+    model.eval()
+    assert model._dropped_inputs(batch) is None  # sampling and evaluation read every token
+    # the mask embedding learns through the loss
+    model.train()
+    torch.manual_seed(0)
+    sum(model.loss(batch).components.values()).backward()
+    assert model.drop_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="input_drop"):
+        tiny_model(input_drop=1.0)

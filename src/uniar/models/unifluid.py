@@ -60,6 +60,11 @@ class UniFluidConfig:
     # and shape from the previous patch instead of reading the caption (teacher-forced t2i far above
     # free-running). 0 = off (MAR and UniFluid feed clean tokens).
     input_noise: float = 0.0
+    # training only: each GEN input token the backbone reads is replaced by a learned mask embedding
+    # with probability r ~ U(0, input_drop), one r per sequence (the head's targets stay clean). Unlike
+    # noise, a dropped token carries no colour to copy, so the model must take it from the caption.
+    # 0 = off (MAR and UniFluid feed clean tokens).
+    input_drop: float = 0.0
     # one model token = a g x g group of the tokenizer's latents (MAR's 2x2 grouping of KL-8: SD-VAE
     # at 256 px gives 32x32 tokens of 4 dims, grouped 2x2: 256 tokens of 16 dims)
     token_group: int = 1
@@ -69,6 +74,8 @@ class UniFluidConfig:
             raise UserError(f"model.unifluid.token_group must be >= 1, got {self.token_group}")
         if self.input_noise < 0:
             raise UserError(f"model.unifluid.input_noise must be >= 0, got {self.input_noise}")
+        if not 0 <= self.input_drop < 1:
+            raise UserError(f"model.unifluid.input_drop must be in [0, 1), got {self.input_drop}")
         if self.loss_lambda < 0:
             raise UserError(f"model.unifluid.loss_lambda must be >= 0, got {self.loss_lambda}")
         if self.image_pos_embed not in POS_EMBEDS:
@@ -102,6 +109,7 @@ class UniFluid(nn.Module):
         self.in_proj = nn.Linear(self.token_dim, hidden)
         self.cur_pos = nn.Embedding(gen_len, hidden) if cfg.image_pos_embed == "current_and_next" else None
         self.next_pos = nn.Embedding(gen_len, hidden) if cfg.image_pos_embed != "none" else None
+        self.drop_embed = nn.Embedding(1, hidden) if cfg.input_drop > 0 else None  # the mask token
         self.head = DiffusionHead(cfg.head)
         self.und = und_encoder
         self.und_len = und_encoder.num_tokens
@@ -119,6 +127,8 @@ class UniFluid(nn.Module):
             for emb in (self.cur_pos, self.next_pos):
                 if emb is not None:
                     nn.init.normal_(emb.weight, std=scale)
+            if self.drop_embed is not None:
+                nn.init.normal_(self.drop_embed.weight, std=scale)
 
     def group_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokenizer tokens (..., h*w, D), raster order -> model tokens (..., h*w/g², g²·D), raster order."""
@@ -159,18 +169,23 @@ class UniFluid(nn.Module):
         if bool(und.any()):
             x = self._put_und(x, batch, und)
         self._check_order(batch)
-        return self.image_inputs(x, batch.role == GEN, latents, batch.image_pos, batch.next_image_pos)
+        return self.image_inputs(x, batch.role == GEN, latents, batch.image_pos, batch.next_image_pos,
+                                 self._dropped_inputs(batch))
 
     def image_inputs(self, x: torch.Tensor, gen: torch.Tensor, latents: torch.Tensor | None,
-                     image_pos: torch.Tensor, next_image_pos: torch.Tensor) -> torch.Tensor:
+                     image_pos: torch.Tensor, next_image_pos: torch.Tensor,
+                     dropped: torch.Tensor | None = None) -> torch.Tensor:
         """Put projected latents at GEN positions and add the image-position embeddings.
 
         x (B,T,H) token embeddings; gen (B,T) bool; latents (B,T,D) (read only where gen) or None;
-        image_pos / next_image_pos (B,T) long, -1 where absent. Training, prefill and every decoding
-        step go through here, so they cannot drift apart.
+        image_pos / next_image_pos (B,T) long, -1 where absent; dropped (B,T) bool: GEN positions that
+        read the mask embedding instead (training, cfg.input_drop). Training, prefill and every
+        decoding step go through here, so they cannot drift apart.
         """
         if latents is not None and bool(gen.any()):
             x = torch.where(gen[..., None], self.in_proj(latents.to(self.in_proj.weight.dtype)).to(x.dtype), x)
+            if dropped is not None:
+                x = torch.where((dropped & gen)[..., None], self.drop_embed.weight[0].to(x.dtype), x)
         if self.cur_pos is not None and bool(gen.any()):
             x = x + (self.cur_pos(torch.where(gen, image_pos, 0)) * gen[..., None]).to(x.dtype)
         has_next = next_image_pos >= 0
@@ -304,8 +319,15 @@ class UniFluid(nn.Module):
         sigma = torch.rand(latents.shape[0], 1, 1, device=latents.device) * self.cfg.input_noise
         return latents + sigma * torch.randn_like(latents)
 
+    def _dropped_inputs(self, batch: Batch) -> torch.Tensor | None:
+        """(B,T) bool: GEN inputs replaced by the mask embedding in training (cfg.input_drop), or None."""
+        if not self.training or self.drop_embed is None:
+            return None
+        rate = torch.rand(batch.ids.shape[0], 1, device=batch.ids.device) * self.cfg.input_drop
+        return torch.rand(batch.ids.shape, device=batch.ids.device) < rate
+
     def _generation_modules(self) -> list[nn.Module]:
-        return [m for m in (self.in_proj, self.cur_pos, self.next_pos, self.head) if m is not None]
+        return [m for m in (self.in_proj, self.cur_pos, self.next_pos, self.drop_embed, self.head) if m is not None]
 
     @staticmethod
     def _unused_anchor(modules: list[nn.Module]) -> torch.Tensor:
