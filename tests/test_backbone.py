@@ -59,6 +59,23 @@ def check_cached_equals_uncached(bb, vocab):
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
 
 
+def check_drop_last(bb, vocab):
+    """Tokens read into the cache and dropped again leave no trace on what follows."""
+    ids = torch.randint(0, vocab, (2, 11), generator=torch.Generator().manual_seed(3))
+    pos = torch.arange(11).expand(2, 11)
+    cache = bb.new_cache(2, 16, torch.float32, "cpu")
+    with torch.no_grad():
+        ref = full_logits(bb, ids)
+        bb(bb.embed(ids[:, :6]), pos[:, :6], None, cache)
+        bb(bb.embed(ids[:, :3].flip(1)), pos[:, 6:9], None, cache)  # read, then forgotten
+        cache.drop_last(3)
+        assert cache.length == 6
+        got = bb.logits(bb(bb.embed(ids[:, 6:]), pos[:, 6:], None, cache))
+    torch.testing.assert_close(got, ref[:, 6:], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="drop"):
+        cache.drop_last(12)
+
+
 def check_left_padding(bb, vocab):
     gen = torch.Generator().manual_seed(2)
     rows = [torch.randint(0, vocab, (n,), generator=gen) for n in (9, 5, 7)]
@@ -79,6 +96,7 @@ def check_left_padding(bb, vocab):
 @pytest.mark.parametrize("tie", [False, True])
 def test_builtin_cached_decoding_equals_full_forward(tie):
     check_cached_equals_uncached(small_decoder(tie=tie), 97)
+    check_drop_last(small_decoder(tie=tie), 97)
 
 
 def test_builtin_left_padded_rows_equal_unpadded_rows():
@@ -277,6 +295,7 @@ def test_hf_adapter_cache_and_left_padding(hf_models, name):
     bb = load_hf(hf_models[name][0])
     check_cached_equals_uncached(bb, HF_VOCAB)
     check_left_padding(bb, HF_VOCAB)
+    check_drop_last(bb, HF_VOCAB)
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma2"])

@@ -346,7 +346,7 @@ def tiny_kl(tmp_path_factory):
     return save_tiny_kl(tmp_path_factory.mktemp("kl") / "kl")
 
 
-def test_trainer_checkpoint_and_pipeline_tasks(tmp_path, tiny_kl):
+def test_trainer_checkpoint_and_pipeline_tasks(tmp_path, tiny_kl, capsys):
     from uniar.sample.pipeline import Pipeline
     from uniar.train.loop import Trainer, read_metrics
 
@@ -368,6 +368,28 @@ def test_trainer_checkpoint_and_pipeline_tasks(tmp_path, tiny_kl):
     captions = loaded.caption(images, SamplingConfig(max_new_tokens=5))
     assert len(captions) == 2 and captions == live.caption(images, SamplingConfig(max_new_tokens=5))
     assert len(loaded.vqa(images, ["what color is it?"] * 2, SamplingConfig(max_new_tokens=5))) == 2
+    # several tokens per step (the model was trained in random order)
+    grouped = loaded.t2i(prompts, SamplingConfig(**{**s.describe(), "image_steps": 3}))
+    assert grouped.shape == (2, 64, 64, 3)
+
+    # every command-line verb on the UniFluid checkpoint
+    from PIL import Image
+
+    from uniar.cli import main
+
+    ckpt = str(tmp_path / "run" / "checkpoints" / "final")
+    assert main(["generate", ckpt, "--prompt", prompts[0], "--out", str(tmp_path / "gen"), "--cfg", "2",
+                 "--image-steps", "3", "--max-new-tokens", "4"]) == 0
+    assert list((tmp_path / "gen").glob("*.png"))
+    Image.fromarray(images[0]).save(tmp_path / "img.png")
+    assert main(["edit", ckpt, str(tmp_path / "img.png"), "make it green", "--out", str(tmp_path / "edited.png"),
+                 "--diffusion-steps", "2", "--order", "raster"]) == 0
+    assert (tmp_path / "edited.png").is_file()
+    assert main(["caption", ckpt, str(tmp_path / "img.png"), "--max-new-tokens", "4"]) == 0
+    assert main(["ask", ckpt, str(tmp_path / "img.png"), "what color is it?", "--max-new-tokens", "4"]) == 0
+    assert main(["generate", ckpt, "--prompt", prompts[0], "--out", str(tmp_path / "gen2"), "--order", "raster",
+                 "--image-steps", "3"]) != 0
+    assert "random order" in capsys.readouterr().err
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_kl):
@@ -513,3 +535,73 @@ def test_input_drop_masks_only_training_inputs_and_the_rate_is_per_sequence():
     assert model.drop_embed.weight.grad.abs().sum() > 0
     with pytest.raises(UserError, match="input_drop"):
         tiny_model(input_drop=1.0)
+
+
+# ---- several tokens per step (sample/groups.py) ---------------------------------------------------
+
+
+def test_mar_schedule_draws_few_tokens_first_and_every_token_once():
+    from uniar.sample.groups import mar_schedule
+
+    sizes = mar_schedule(64, 8)
+    assert sum(sizes) == 64 and len(sizes) == 8 and min(sizes) >= 1
+    assert sizes[0] < sizes[-1]  # the cosine schedule: few tokens while little is known
+    assert mar_schedule(16, 16) == [1] * 16 and mar_schedule(16, 1) == [16]
+    with pytest.raises(UserError, match="image_steps"):
+        mar_schedule(16, 17)
+
+
+def test_one_token_per_step_in_groups_equals_the_plain_sampler(sampler_setup):
+    model, b = sampler_setup
+    conds, unconds, _ = prompts_for(b)
+    dec = Decoder(model, N)
+    for s in (SamplingConfig(seed=5, image_order="random"),
+              SamplingConfig(seed=5, image_order="random", cfg_scale=3.0, cfg_schedule="linear")):
+        plain = dec.run(conds, "image", s, uncond=unconds)
+        grouped = dec.run(conds, "image", SamplingConfig(**{**s.describe(), "image_steps": N}), uncond=unconds)
+        assert grouped["orders"] == plain["orders"] and grouped["tokens"] == plain["tokens"]
+        for a, c in zip(plain["images"], grouped["images"]):
+            torch.testing.assert_close(a[0], c[0], atol=1e-4, rtol=1e-4)
+
+
+def test_each_token_of_a_group_is_conditioned_on_the_committed_prefix_only(sampler_setup):
+    from uniar.sample.groups import mar_schedule
+
+    model, b = sampler_setup
+    conds, unconds, src = prompts_for(b)
+    steps = 5
+    res = Decoder(model, N).run(conds, "image", SamplingConfig(seed=2, cfg_scale=2.0, image_order="random",
+                                                               image_steps=steps),
+                                uncond=unconds, return_hidden=True)
+    assert len(res["hidden"]) == N and [len(t) for t in res["tokens"]] == [N + 1, N + 1]
+    starts = np.cumsum([0] + mar_schedule(N, steps))[:-1]
+    for row, prompt in enumerate(conds):
+        latents, used = res["images"][row][0], res["orders"][row][0]
+        full = (b.t2i("a large red circle", ImageData(latents=latents), order=used) if row == 0
+                else b.edit(src, "make it blue", ImageData(latents=latents), order=used))
+        for drawn in range(N):
+            known = int(starts[starts <= drawn].max())  # tokens committed before this token's group
+            batch = collate([full], pad_id=0)
+            end = len(prompt) + known  # the sequence up to the last committed input ...
+            batch = _truncate(batch, end)
+            batch.next_image_pos[0, -1] = used[drawn]  # ... told which token comes next
+            with torch.no_grad():
+                hidden = model.hidden(model.embed(batch.ids, batch), batch.positions, None)
+            torch.testing.assert_close(res["hidden"][drawn][row], hidden[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def _truncate(batch, end):
+    """The batch's first `end` columns."""
+    return type(batch)(**{k: v[:, :end].clone() if torch.is_tensor(v) else v for k, v in batch.__dict__.items()})
+
+
+def test_image_steps_refuse_what_they_cannot_do(sampler_setup):
+    model, b = sampler_setup
+    conds, _, _ = prompts_for(b)
+    dec = Decoder(model, N)
+    with pytest.raises(UserError, match="random order"):
+        dec.run(conds, "image", SamplingConfig(image_order="raster", image_steps=4))
+    with pytest.raises(UserError, match="interleaved"):
+        dec.run([b.interleaved(["a caption"], prompt=True)], "interleaved", SamplingConfig(image_steps=4))
+    with pytest.raises(UserError, match="image_steps"):
+        SamplingConfig(image_steps=-1)

@@ -22,6 +22,8 @@ def register(subparsers) -> None:
                    help="continuous images: guidance constant, or ramped from 1 over the image (MAR)")
     p.add_argument("--diffusion-steps", type=int, default=0,
                    help="continuous images: reverse diffusion steps per token (0 = the head's default)")
+    p.add_argument("--image-steps", type=int, default=0,
+                   help="continuous images, random order: steps per image, several tokens per step (MAR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fid", action="store_true")
     p.add_argument("--bf16", action="store_true")
@@ -36,7 +38,8 @@ def run(args) -> int:
     pipe = Pipeline.from_checkpoint(args.checkpoint)
     sampling = SamplingConfig(image_temperature=args.temperature, image_top_k=args.top_k,
                               cfg_scale=args.cfg, seed=args.seed, bf16=args.bf16, image_order=args.order,
-                              cfg_schedule=args.cfg_schedule, diffusion_steps=args.diffusion_steps)
+                              cfg_schedule=args.cfg_schedule, diffusion_steps=args.diffusion_steps,
+                              image_steps=args.image_steps)
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval"
     report = evaluate(pipe, split=args.split, n=args.n, sampling=sampling,
                       tasks=tuple(args.tasks.split(",")), out_dir=out, fid=not args.no_fid,

@@ -16,6 +16,15 @@ def _sampling_args(p: argparse.ArgumentParser, images: bool) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     if images:
         g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+        g.add_argument("--order", default="", choices=("", "raster", "random"),
+                       help="continuous images: token order (default: as the model was trained)")
+        g.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"),
+                       help="continuous images: guidance constant, or ramped from 1 over the image (MAR)")
+        g.add_argument("--diffusion-steps", type=int, default=0,
+                       help="continuous images: reverse diffusion steps per token (0 = the head's default)")
+        g.add_argument("--image-steps", type=int, default=0,
+                       help="continuous images, random order: draw each image in this many steps, several "
+                            "tokens per step on MAR's cosine schedule (0 = one token per step)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPU)")
 
@@ -27,6 +36,9 @@ def sampling_from_args(args, images: bool):
     if images:
         s.image_temperature = 1.0 if args.temperature is None else args.temperature
         s.image_top_k, s.image_top_p, s.cfg_scale = args.top_k, args.top_p, args.cfg
+        s.image_order, s.cfg_schedule = args.order, args.cfg_schedule
+        s.diffusion_steps, s.image_steps = args.diffusion_steps, args.image_steps
+        s.__post_init__()  # the checks of each field
     else:
         s.text_temperature = 0.0 if args.temperature is None else args.temperature
         s.text_top_k, s.text_top_p = args.top_k, args.top_p

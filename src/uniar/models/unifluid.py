@@ -241,8 +241,8 @@ class UniFluid(nn.Module):
 
     # ---- backbone and heads ---------------------------------------------------------------------
 
-    def hidden(self, embeds, positions, mask, cache=None):
-        return self.backbone(embeds, positions, mask, cache)
+    def hidden(self, embeds, positions, mask, cache=None, attn_mask=None):
+        return self.backbone(embeds, positions, mask, cache, attn_mask=attn_mask)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the text vocabulary (rows of the backbone beyond vocab.size are cut)."""

@@ -21,6 +21,7 @@ import torch
 
 from uniar.data.sequence import Sequence, collate
 from uniar.errors import UserError
+from uniar.sample.groups import draw_image_in_groups
 
 TEXT_MODE, IMAGE_MODE = 0, 1
 IMAGE_ORDERS = ("", "raster", "random")
@@ -45,6 +46,9 @@ class SamplingConfig:
     image_order: str = ""  # raster | random; "" = as trained (the Pipeline knows; a bare Decoder takes raster)
     cfg_schedule: str = "constant"  # constant, or linear from 1 to cfg_scale over an image's tokens (MAR)
     diffusion_steps: int = 0  # reverse diffusion steps per token; 0 = the head's configured default
+    # continuous, random order: draw an image in this many steps, several tokens per step on MAR's
+    # cosine schedule (sample/groups.py); 0 = one token per step
+    image_steps: int = 0
 
     def __post_init__(self):
         if self.image_order not in IMAGE_ORDERS:
@@ -53,6 +57,8 @@ class SamplingConfig:
             raise UserError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
         if self.diffusion_steps < 0:
             raise UserError(f"diffusion_steps must be >= 0 (0 = the head's default), got {self.diffusion_steps}")
+        if self.image_steps < 0:
+            raise UserError(f"image_steps must be >= 0 (0 = one token per step), got {self.image_steps}")
 
     def describe(self) -> dict:
         return dict(self.__dict__)
@@ -185,6 +191,12 @@ class Decoder:
                 images.start(torch.ones(B, dtype=torch.bool))
                 first = images.position(torch.zeros(B, dtype=torch.long))
                 batch.next_image_pos[:, -1] = (torch.cat([first, first]) if guided else first).to(dev)
+                if cfg.image_steps:
+                    return draw_image_in_groups(self, batch, B, guided, cfg, images, head_gen, autocast,
+                                                return_hidden=return_hidden)
+        if cfg.image_steps and mode != "text":  # text needs no image steps; an image here would ignore them
+            raise UserError("image_steps draws a continuous image (UniFluid) on its own (t2i, edit); "
+                            "it does not apply to discrete images or interleaved output")
 
         mask = batch.mask
         positions = batch.positions

@@ -41,6 +41,10 @@ class KVCache(ABC):
     def reset(self) -> None:
         """Forget everything, keeping the allocation, so the cache can serve a new batch."""
 
+    @abstractmethod
+    def drop_last(self, n: int) -> None:
+        """Forget the last `n` slots (tokens read only to be queried, e.g. sample/groups.py)."""
+
     def check_room(self, batch_size: int, new_tokens: int) -> None:
         """Raise a clear error if `new_tokens` more tokens of `batch_size` rows do not fit."""
         if batch_size != self.batch_size:

@@ -117,6 +117,11 @@ class StaticKVCache(KVCache):
     def reset(self) -> None:
         self._length = 0
 
+    def drop_last(self, n: int) -> None:
+        if not 0 <= n <= self._length:
+            raise ValueError(f"cannot drop {n} of {self._length} cached slots")
+        self._length -= n
+
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's keys/values of `layer` after the filled part; return all filled slots."""
         end = self._length + k.shape[2]

@@ -52,6 +52,12 @@ class HFKVCache(KVCache):
 
         self.inner = DynamicCache()
 
+    def drop_last(self, n: int) -> None:
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot drop {n} of {self.length} cached slots")
+        if n:
+            self.inner.crop(-n)
+
 
 class HFBackbone(Backbone):
     """Wraps a transformers `*ForCausalLM` model; build it with `HFBackbone.from_pretrained(folder)`."""
