@@ -16,7 +16,7 @@ PROMPTS = ["a large red circle at the top left", "a small cyan cross at the cent
 
 def pipe_for(model, builder, n_tokens):
     return SimpleNamespace(model=model, builder=builder, text_tok=SimpleNamespace(pad_id=0),
-                           image_tok=SimpleNamespace(num_tokens=n_tokens), decoder=SimpleNamespace(logit_bias=None))
+                           image_tok=SimpleNamespace(num_tokens=n_tokens), decoder=Decoder(model, n_tokens))
 
 
 def test_discrete_greedy_teacher_forcing_reproduces_the_greedy_image():

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from uniar.data.sequence import GEN, collate
-from uniar.errors import UserError
 from uniar.sample.decode import SamplingConfig, pick
 
 
@@ -48,11 +47,8 @@ def teacher_forced_tokens(pipe, prompts: list[str], images: list, sampling: Samp
         else:
             v = model.vocab
             logits = model.logits(cond)[:, v.visual_offset:]
-            if pipe.decoder.logit_bias is not None:
-                bias = pipe.decoder.logit_bias[v.visual_offset:]
-                if torch.isinf(bias).all():
-                    raise UserError("no visual id is active yet in this checkpoint (progressive vocabulary "
-                                    "schedule), so it cannot draw images; use a later checkpoint")
+            bias = pipe.decoder.visual_bias()
+            if bias is not None:
                 logits = logits + bias
             codes = pick(logits, sampling.image_temperature, sampling.image_top_k, sampling.image_top_p, gen)
             table = torch.zeros(len(rows), pipe.image_tok.num_tokens, dtype=torch.long)

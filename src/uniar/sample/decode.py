@@ -144,6 +144,16 @@ class Decoder:
         self.continuous = getattr(model, "continuous", False)  # image tokens from a diffusion head
         self.img_mask = v.sid("<img_mask>")
 
+    def visual_bias(self) -> torch.Tensor | None:
+        """The logit bias on the visual ids (None = none), or a clear error if it leaves none to draw."""
+        if self.logit_bias is None:
+            return None
+        visual = self.logit_bias[self.vocab.visual_offset:]
+        if torch.isinf(visual).all():
+            raise UserError("no visual id is active yet in this checkpoint (progressive vocabulary schedule), "
+                            "so it cannot draw images; use a later checkpoint")
+        return visual
+
     @torch.no_grad()
     def run(self, prompts: list[Sequence], mode: str, cfg: SamplingConfig,
             uncond: list[Sequence] | None = None, pad_id: int = 0,
@@ -160,13 +170,8 @@ class Decoder:
         """
         if mode not in ("text", "image", "interleaved"):
             raise ValueError(f"mode must be text, image or interleaved, got {mode!r}")
-        if mode != "text" and self.logit_bias is not None:
-            visual = self.logit_bias[self.vocab.visual_offset:]
-            if torch.isinf(visual).all():
-                raise UserError(
-                    "no visual id is active yet in this checkpoint (progressive vocabulary schedule), "
-                    "so it cannot draw images; use a later checkpoint"
-                )
+        if mode != "text":
+            self.visual_bias()
         B = len(prompts)
         guided = uncond is not None and (cfg.cfg_scale != 1.0 or force_guidance)
         seqs = list(prompts) + (list(uncond) if guided else [])
