@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from uniar.commands.sample import continuous_image_args
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a checkpoint on ShapesWorld (JSON + markdown report)")
@@ -16,14 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--cfg", type=float, default=1.0, help="guidance scale for images")
     p.add_argument("--temperature", type=float, default=1.0, help="image temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="image top-k")
-    p.add_argument("--order", default="", choices=("", "raster", "random"),
-                   help="continuous images: token order (default: as the model was trained)")
-    p.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"),
-                   help="continuous images: guidance constant, or ramped from 1 over the image (MAR)")
-    p.add_argument("--diffusion-steps", type=int, default=0,
-                   help="continuous images: reverse diffusion steps per token (0 = the head's default)")
-    p.add_argument("--image-steps", type=int, default=0,
-                   help="continuous images, random order: steps per image, several tokens per step (MAR)")
+    continuous_image_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fid", action="store_true")
     p.add_argument("--bf16", action="store_true")

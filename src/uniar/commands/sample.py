@@ -16,17 +16,22 @@ def _sampling_args(p: argparse.ArgumentParser, images: bool) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     if images:
         g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
-        g.add_argument("--order", default="", choices=("", "raster", "random"),
-                       help="continuous images: token order (default: as the model was trained)")
-        g.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"),
-                       help="continuous images: guidance constant, or ramped from 1 over the image (MAR)")
-        g.add_argument("--diffusion-steps", type=int, default=0,
-                       help="continuous images: reverse diffusion steps per token (0 = the head's default)")
-        g.add_argument("--image-steps", type=int, default=0,
-                       help="continuous images, random order: draw each image in this many steps, several "
-                            "tokens per step on MAR's cosine schedule (0 = one token per step)")
+        continuous_image_args(g)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPU)")
+
+
+def continuous_image_args(g) -> None:
+    """Options of continuous images (UniFluid), shared by generate, edit and eval."""
+    g.add_argument("--order", default="", choices=("", "raster", "random"),
+                   help="continuous images: token order (default: as the model was trained)")
+    g.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"),
+                   help="continuous images: guidance constant, or ramped from 1 over the image (MAR)")
+    g.add_argument("--diffusion-steps", type=int, default=0,
+                   help="continuous images: reverse diffusion steps per token (0 = the head's default)")
+    g.add_argument("--image-steps", type=int, default=0,
+                   help="continuous images, random order: draw each image in this many steps, several "
+                        "tokens per step on MAR's cosine schedule (0 = one token per step)")
 
 
 def sampling_from_args(args, images: bool):

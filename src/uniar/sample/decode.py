@@ -184,7 +184,6 @@ class Decoder:
             max_new = cfg.max_new_tokens
         dtype = torch.bfloat16 if cfg.bf16 else torch.float32
         backbone = self.model.backbone
-        cache = backbone.new_cache(n_rows, T + max_new, dtype, dev)
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         images = head_gen = None
@@ -202,6 +201,7 @@ class Decoder:
         if cfg.image_steps and mode != "text":  # text needs no image steps; an image here would ignore them
             raise UserError("image_steps draws a continuous image (UniFluid) on its own (t2i, edit); "
                             "it does not apply to discrete images or interleaved output")
+        cache = backbone.new_cache(n_rows, T + max_new, dtype, dev)
 
         mask = batch.mask
         positions = batch.positions
