@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from uniar.errors import UserError
-from uniar.utils.io import atomic_path, write_json
+from uniar.utils.io import atomic_path, json_default, write_json
 
 RESULTS = Path(__file__).parent / "results"
 ALL_TASKS = ("t2i", "caption", "vqa", "edit", "text")
@@ -171,8 +171,12 @@ def run_arm(bench: str, arm: Arm, seed: int, args, splits=("test",), measure=Non
     run_dir = Path(args.out) / f"{arm.name}_seed{seed}"
     cfg = make_config(arm, seed, args, run_dir,
                       base=[f"steps={args.steps}", "eval.every=0", "checkpoint_every=0"])
-    trained = train(cfg, progress=not args.no_progress)
     sampling = sampling_for(arm.family, args, seed)
+    identity = run_identity(to_dict(cfg), sampling.describe(), args.n, splits, arm.tasks, not args.no_fid)
+    twin = find_twin(Path(args.results), identity)
+    if twin is not None:
+        return reuse(twin, bench, arm, args, sampling, measure)
+    trained = train(cfg, progress=not args.no_progress)
     metrics, wall = score(run_dir, arm, sampling, args, splits)
     metrics["run"].update({k: v for k, v in trained.items() if k != "train_s"})
     if measure is not None:
@@ -180,8 +184,50 @@ def run_arm(bench: str, arm: Arm, seed: int, args, splits=("test",), measure=Non
     return {"bench": bench, "arm": arm.name, "seed": seed, "preset": arm.preset, "params": arm.params,
             "budget": {"steps": args.steps}, "steps": cfg.steps, "n": args.n, "splits": list(splits),
             "tasks": list(arm.tasks), "overrides": list(args.overrides), "arm_overrides": arm.overrides,
-            "sampling": sampling.describe(), "config": to_dict(cfg),
+            "sampling": sampling.describe(), "config": to_dict(cfg), "identity": identity,
             "wall": {"train_s": trained["train_s"], **wall}, "metrics": metrics}
+
+
+# ---- one run shared by several studies ---------------------------------------------------------
+
+
+def run_identity(config: dict, sampling: dict, n: int, splits, tasks, fid: bool) -> dict:
+    """What makes two records the same run: the config as resolved before training (training fills in
+    sizes), less its folder; the sampling recipe; what was scored. The unified default arm is in every
+    study; it trains once."""
+    config = {k: v for k, v in config.items() if k != "out_dir"}
+    # through JSON the way run records are written, so a live config and a saved one compare alike
+    # (compared as data, not text: 2 and 2.0 are the same λ)
+    return json.loads(json.dumps({"config": config, "sampling": sampling, "n": n, "splits": list(splits),
+                                  "tasks": list(tasks), "fid": fid}, default=json_default))
+
+
+def find_twin(results: Path, identity: dict) -> tuple[Path, dict] | None:
+    """A finished run of any benchmark under `results` that is this run, with its checkpoint still there."""
+    for path in sorted(results.glob("*/*_seed*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(r, dict) and r.get("identity") == identity and r.get("reused_from") is None and \
+                (Path(r["config"]["out_dir"]) / "checkpoints" / "final").is_dir():
+            return path, r
+    return None
+
+
+def reuse(twin: tuple[Path, dict], bench: str, arm: Arm, args, sampling, measure=None) -> dict:
+    """This arm's record made from a twin run's: same training and scores, this study's names."""
+    path, r = twin
+    print(f"{bench}: {arm.name} is the run {path} already holds; reusing it", flush=True)
+    record = json.loads(json.dumps(r))
+    record.update({"bench": bench, "arm": arm.name, "params": arm.params, "overrides": list(args.overrides),
+                   "arm_overrides": arm.overrides, "reused_from": str(path)})
+    if measure is not None:
+        from uniar.sample.pipeline import Pipeline
+
+        ckpt = Path(r["config"]["out_dir"]) / "checkpoints" / "final"
+        record["metrics"]["run"].update(measure(Pipeline.from_checkpoint(ckpt), sampling))
+    return record
 
 
 # ---- the run files -----------------------------------------------------------------------------

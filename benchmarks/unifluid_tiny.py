@@ -48,6 +48,10 @@ class TimedEval:
         return metrics
 
 
+# cell and colour tell "places objects" and "reads colours" apart long before whole scenes come out exact
+CURVE_KEYS = ("t2i_exact", "t2i_recall", "t2i_precision", "t2i_acc_cell", "t2i_acc_color", "t2i_acc_shape")
+
+
 def t2i_on_val(sampling):
     """An evaluate_fn scoring only t2i on `val`, with the benchmark's sampling recipe."""
 
@@ -62,7 +66,7 @@ def t2i_on_val(sampling):
                         progressive=trainer.progressive)
         report = evaluate(pipe, "val", n=n, sampling=sampling, tasks=("t2i",), fid=False)
         model.train(was_training)
-        return {k: v for k, v in report["metrics"].items() if k in ("t2i_exact", "t2i_recall", "t2i_precision")}
+        return {k: v for k, v in report["metrics"].items() if k in CURVE_KEYS}
 
     return fn
 
@@ -198,12 +202,18 @@ def markdown(runs: list[dict], agg: dict, plot: Path | None) -> str:
                          f"{run.get('t2i_s_per_image', float('nan')):.3f} |")
     lines += ["", "## Learning curve (t2i exact on `val`)", ""]
     for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
-        pts = ", ".join(f"step {p['step']} ({p['train_min']:.1f} min): {p['t2i_exact']:.3f}"
+        pts = ", ".join(f"step {p['step']} ({p['train_min']:.1f} min): {p['t2i_exact']:.3f}" + point_parts(p)
                         for p in r["curve"]["points"])
         lines.append(f"- {r['arm']} seed {r['seed']} ({r['curve']['sampling']}; {r['steps']} steps): {pts}")
     if plot:
         lines += ["", f"![curve]({plot.name})"]
     return "\n".join(lines) + "\n"
+
+
+def point_parts(point: dict) -> str:
+    """Cell and colour accuracy of a curve point, where the run recorded them."""
+    parts = [f"{k[len('t2i_acc_'):]} {point[k]:.2f}" for k in ("t2i_acc_cell", "t2i_acc_color") if k in point]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def report(args) -> str:

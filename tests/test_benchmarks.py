@@ -65,6 +65,15 @@ def test_lambda_sweep_saves_runs_report_and_plot_then_reaggregates(scripts, kl, 
     with pytest.raises(Exception, match="exists with budget"):
         ablations.main(["lambda", "--lambdas", "2", *common(tmp_path, kl)[2:], "--steps", "3", *TINY])
 
+    # the order study's raster arm at λ 2 is the lambda2 run (the preset is raster): reused, not retrained
+    assert ablations.main(["order", *common(tmp_path, kl), *TINY, "model.unifluid.loss_lambda=2"]) == 0
+    raster = json.loads((results / "unifluid_order" / "raster_seed0.json").read_text())
+    assert raster["reused_from"].endswith("lambda2_seed0.json") and raster["metrics"] == run["metrics"]
+    assert raster["arm"] == "raster" and raster["overrides"][-1] == "model.unifluid.loss_lambda=2"
+    assert not (tmp_path / "runs" / "raster_seed0").exists() and (tmp_path / "runs" / "random_seed0").is_dir()
+    with pytest.raises(Exception, match="no arm diagonal in study order"):
+        ablations.main(["order", "--arms", "diagonal", *common(tmp_path, kl), *TINY])
+
 
 def test_headline_scores_test_and_novel_with_a_learning_curve(scripts, kl, tmp_path):
     tiny, _ = scripts
@@ -79,6 +88,7 @@ def test_headline_scores_test_and_novel_with_a_learning_curve(scripts, kl, tmp_p
     curve = json.loads((results / "unifluid_tiny" / "curve_seed0.json").read_text())
     steps = [p["step"] for p in curve["curve"]["points"]]
     assert steps[0] == 5 and steps[-1] == curve["steps"] >= 10  # the budget's minimum of 10 steps
+    assert {"t2i_acc_cell", "t2i_acc_color"} <= set(curve["curve"]["points"][0])
     minutes = [p["train_min"] for p in curve["curve"]["points"]]
     assert minutes == sorted(minutes) and minutes[0] > 0
     assert (results / "unifluid_tiny_curve.png").stat().st_size > 0

@@ -38,7 +38,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -87,7 +87,7 @@ def save_image(path: str | os.PathLike, array) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, Path):
