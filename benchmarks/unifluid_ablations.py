@@ -3,6 +3,7 @@
     python benchmarks/unifluid_ablations.py lambda --steps 1200 --lambdas 0.1 0.3 1 3 10
     python benchmarks/unifluid_ablations.py order --steps 1200 --seeds 0 1 2
     python benchmarks/unifluid_ablations.py single-task --steps 1200
+    python benchmarks/unifluid_ablations.py encoder --steps 1200
     python benchmarks/unifluid_ablations.py discrete-vs-continuous --steps 1200
     python benchmarks/unifluid_ablations.py lambda --report-only
 
@@ -12,6 +13,8 @@
   next-position embedding, on by default, tells it where each token goes).
 - `single-task`: the unified mixture against generation only (t2i + edit) and understanding only
   (caption + VQA), each keeping those tasks' weights from the preset's mixture, in one stage.
+- `encoder`: which encoder reads images to be understood: the built-in conv encoder (trained from
+  scratch) or the VAE's own tokens (`model.unifluid.und_encoder`).
 - `discrete-vs-continuous`: ugen-tiny (VQ ids, softmax) against unifluid-tiny (KL latents, diffusion
   head) on the same backbone and step budget: every score, fid_sw, training tokens/s and sampling
   time per image.
@@ -178,6 +181,15 @@ def single_task_section(runs: list[dict], results: Path) -> list[str]:
     return ["## Unified − single task", "", *delta_lines(runs, pairs)]
 
 
+def encoder_arms(args) -> list[Arm]:
+    return [Arm(e, overrides=[f"model.unifluid.und_encoder={e}"], params={"und_encoder": e}) for e in ("builtin", "vae")]
+
+
+def encoder_section(runs: list[dict], results: Path) -> list[str]:
+    pairs = [("vae", "builtin", k) for _, k in UND_ROWS + GEN_ROWS]
+    return ["## vae − builtin", "", *delta_lines(runs, pairs)]
+
+
 def family_arms(args) -> list[Arm]:
     return [Arm("ugen", preset="ugen-tiny", params={"tokens": "discrete"}),
             Arm("unifluid", preset="unifluid-tiny", params={"tokens": "continuous"})]
@@ -222,6 +234,11 @@ STUDIES = {s.name: s for s in [
           "generation_only trains t2i + edit, understanding_only caption + VQA (each with its weights from "
           "the preset's mixture, one stage); each arm is scored on the tasks it trains.",
           [0], single_task_arms, GEN_ROWS + UND_ROWS + TEXT_ROWS, single_task_section),
+    Study("encoder", "UniFluid understanding encoder: built-in conv vs the VAE's tokens (unifluid-tiny, ShapesWorld `test`)",
+          "`model.unifluid.und_encoder`: `builtin` learns a small conv encoder from scratch with the model; `vae` "
+          "reads an image as its (pretrained, frozen) KL tokens, the ones generation predicts. At full size "
+          "UniFluid reads images with a pretrained SigLIP; neither tiny choice is that.",
+          [0], encoder_arms, UND_ROWS + GEN_ROWS + TEXT_ROWS, encoder_section),
     Study("discrete-vs-continuous", "Discrete (ugen-tiny) vs continuous (unifluid-tiny) tokens, ShapesWorld `test`",
           "the same built-in backbone and step budget; each family with its own tokenizer and sampling recipe.",
           [0], family_arms, GEN_ROWS + UND_ROWS + TEXT_ROWS + RUN_ROWS, family_section,
