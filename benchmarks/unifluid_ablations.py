@@ -138,11 +138,11 @@ def lambda_section(runs: list[dict], results: Path) -> list[str]:
 
 def plot_tradeoff(points: list[dict], path: Path) -> Path:
     plt = pyplot()
-    has_fid = any(not np.isnan(p["fid"][0]) for p in points)
-    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(11 if has_fid else 5.5, 4.5), squeeze=False)
-    panels = [("gen", "generation: t2i exact (test)")]
-    if has_fid:
-        panels.append(("fid", "fid_sw (test, lower is better)"))
+    # sampled exact match stays at 0 until a model draws; teacher-forced exact and FID move before it
+    panels = [("gen", "generation: t2i exact (test)"), ("tf_t2i_exact", "teacher-forced t2i exact (test)"),
+              ("fid", "fid_sw (test, lower is better)")]
+    panels = [(k, label) for k, label in panels if any(not np.isnan(p[k][0]) for p in points)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         xs, xe = [p["und"][0] for p in points], [p["und"][1] for p in points]
         ys, ye = [p[key][0] for p in points], [p[key][1] for p in points]
