@@ -117,10 +117,10 @@ def lambda_section(runs: list[dict], results: Path) -> list[str]:
     points = []
     for arm in lambda_order(runs):
         rs = per_arm(runs)[arm]
-        fid = [r["metrics"]["test"].get("fid_sw") for r in rs]
         test = [r["metrics"]["test"] for r in rs]
         points.append({"lambda": rs[0]["params"]["lambda"], "gen": mean_std(composite(r, GEN_SCORE) for r in rs),
-                       "und": mean_std(composite(r, UND_SCORE) for r in rs), "fid": mean_std(fid),
+                       "und": mean_std(composite(r, UND_SCORE) for r in rs),
+                       "fid": mean_std(t.get("fid_sw") for t in test),
                        **{k: mean_std(t.get(k) for t in test) for k in GEN_DETAIL}})
     lines = ["## Trade-off", "",
              "Generation score = t2i exact match; understanding score = mean of caption exact match and "
@@ -182,7 +182,8 @@ def single_task_section(runs: list[dict], results: Path) -> list[str]:
 
 
 def encoder_arms(args) -> list[Arm]:
-    return [Arm(e, overrides=[f"model.unifluid.und_encoder={e}"], params={"und_encoder": e}) for e in ("builtin", "vae")]
+    return [Arm(e, overrides=[f"model.unifluid.und_encoder={e}"], params={"und_encoder": e})
+            for e in ("builtin", "vae")]
 
 
 def encoder_section(runs: list[dict], results: Path) -> list[str]:
@@ -234,7 +235,8 @@ STUDIES = {s.name: s for s in [
           "generation_only trains t2i + edit, understanding_only caption + VQA (each with its weights from "
           "the preset's mixture, one stage); each arm is scored on the tasks it trains.",
           [0], single_task_arms, GEN_ROWS + UND_ROWS + TEXT_ROWS, single_task_section),
-    Study("encoder", "UniFluid understanding encoder: built-in conv vs the VAE's tokens (unifluid-tiny, ShapesWorld `test`)",
+    Study("encoder",
+          "UniFluid understanding encoder: built-in conv vs the VAE's tokens (unifluid-tiny, ShapesWorld `test`)",
           "`model.unifluid.und_encoder`: `builtin` learns a small conv encoder from scratch with the model; `vae` "
           "reads an image as its (pretrained, frozen) KL tokens, the ones generation predicts. At full size "
           "UniFluid reads images with a pretrained SigLIP; neither tiny choice is that.",
