@@ -189,6 +189,23 @@ def test_builtin_bf16_autocast_is_close_to_fp32():
     assert (cached - ref).abs().max() < 0.05 * ref.abs().max()
 
 
+@pytest.mark.parametrize("cpu_fp32", [True, False])
+def test_builtin_cpu_attention_precision_switch_keeps_logits_and_gradients(cpu_fp32, monkeypatch):
+    """Under CPU autocast attention runs in fp32 (faster there); the bf16 kernel must agree with it."""
+    from uniar.models.backbone.builtin import Attention
+
+    model = small_decoder()
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))
+    ref = full_logits(model, ids).detach()
+    monkeypatch.setattr(Attention, "cpu_fp32", cpu_fp32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = full_logits(model, ids)
+    low.sum().backward()
+    assert (low.detach() - ref).abs().max() < 0.05 * ref.abs().max()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 def test_builtin_same_seed_same_weights_and_residual_init_scaled():
     a, b, c = small_decoder(seed=3), small_decoder(seed=3), small_decoder(seed=4)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -8,6 +8,8 @@ tensor per layer plus a length pointer; rows of different real lengths share it 
 
 from __future__ import annotations
 
+from functools import partial
+
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -137,6 +139,11 @@ class StaticKVCache(KVCache):
 class Attention(nn.Module):
     """Grouped-query self-attention; keys/values have `n_kv_heads` heads shared by groups of queries."""
 
+    # The CPU attention kernels are 1.5-5x slower in bf16 than in fp32 at our lengths (forward +
+    # backward, T = 65-300), so under CPU autocast attention runs in fp32 while the matmuls around
+    # it run in bf16. A kernel choice, not a modelling one: benchmarks/cpu_attention.py times both.
+    cpu_fp32 = True
+
     def __init__(self, cfg: DecoderConfig, layer: int):
         super().__init__()
         self.layer = layer
@@ -155,11 +162,14 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(self.layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )
+        attend = partial(F.scaled_dot_product_attention, attn_mask=mask, is_causal=is_causal,
+                         dropout_p=self.dropout if self.training else 0.0,
+                         enable_gqa=self.n_kv_heads != self.n_heads)
+        if self.cpu_fp32 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                out = attend(q.float(), k.float(), v.float())
+        else:
+            out = attend(q, k.to(q.dtype), v.to(q.dtype))
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 
