@@ -160,6 +160,20 @@ def score(run_dir: Path, arm: Arm, sampling, args, splits) -> tuple[dict, dict]:
     return metrics, wall
 
 
+def arm_config(arm: Arm, seed: int, args):
+    """The TrainConfig of one study run: a fixed step budget, no periodic evaluation or checkpoints."""
+    return make_config(arm, seed, args, Path(args.out) / f"{arm.name}_seed{seed}",
+                       base=[f"steps={args.steps}", "eval.every=0", "checkpoint_every=0"])
+
+
+def planned_identity(arm: Arm, seed: int, args, splits=("test",)) -> dict:
+    """The identity (see run_identity) the study run of `arm` with `seed` will have."""
+    from uniar.config import to_dict
+
+    return run_identity(to_dict(arm_config(arm, seed, args)), sampling_for(arm.family, args, seed).describe(),
+                        args.n, splits, arm.tasks, not args.no_fid)
+
+
 def run_arm(bench: str, arm: Arm, seed: int, args, splits=("test",), measure=None) -> dict:
     """Train and score one arm with one seed at a fixed step budget; the run's record (not yet saved).
 
@@ -169,10 +183,9 @@ def run_arm(bench: str, arm: Arm, seed: int, args, splits=("test",), measure=Non
     from uniar.sample.pipeline import Pipeline
 
     run_dir = Path(args.out) / f"{arm.name}_seed{seed}"
-    cfg = make_config(arm, seed, args, run_dir,
-                      base=[f"steps={args.steps}", "eval.every=0", "checkpoint_every=0"])
+    cfg = arm_config(arm, seed, args)
     sampling = sampling_for(arm.family, args, seed)
-    identity = run_identity(to_dict(cfg), sampling.describe(), args.n, splits, arm.tasks, not args.no_fid)
+    identity = planned_identity(arm, seed, args, splits)
     twin = find_twin(Path(args.results), identity)
     if twin is not None:
         return reuse(twin, bench, arm, args, sampling, measure)
@@ -249,23 +262,62 @@ class RunStore:
     def load(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.folder.glob("*_seed*.json"))]
 
-    def done(self, arm: str, seed: int, budget: dict, overrides: list[str]) -> bool:
-        """True if this run exists with the same budget and overrides; an existing different run is an error."""
+    def done(self, arm: str, seed: int, plan: dict, key: str = "identity") -> bool:
+        """True if the run exists as the same run: its record's `key` equals `plan`.
+
+        `plan` says what makes the run (for step-budgeted studies its identity, see run_identity). An
+        existing different run is an error, and so are other seeds of the arm that ran differently (say
+        before a preset's default changed): seeds of one arm must differ only in their seed.
+        """
         path = self.path(arm, seed)
-        if not path.is_file():
-            return False
-        old = json.loads(path.read_text())
-        if old.get("budget") != budget or old.get("overrides") != list(overrides):
-            raise UserError(f"{path} exists with budget {old.get('budget')} and overrides {old.get('overrides')}, "
-                            f"not {budget} and {list(overrides)}; delete it, or use another --results folder")
-        return True
+        if path.is_file():
+            old = json.loads(path.read_text()).get(key)
+            if old != plan:
+                raise UserError(f"{path} holds a different run ({plan_diff(old, plan)}); give the overrides "
+                                "that reproduce it, delete it, or use another --results folder")
+            return True
+        for other in self.load():
+            if other["arm"] == arm and without_seed(other.get(key)) != without_seed(plan):
+                raise UserError(f"{self.path(arm, other['seed'])} ran arm {arm} differently "
+                                f"({plan_diff(without_seed(other.get(key)), without_seed(plan))}); pass the "
+                                "overrides that reproduce it "
+                                "(a preset default may have changed since), or delete it")
+        return False
+
+
+def without_seed(plan: dict | None) -> dict | None:
+    """A run's plan less the run seed (in the config and the sampling recipe)."""
+    if plan is None:
+        return None
+    out = json.loads(json.dumps(plan))
+    for part in ("config", "sampling"):
+        if isinstance(out.get(part), dict):
+            out[part].pop("seed", None)
+    return out
+
+
+def plan_diff(old: dict | None, new: dict, limit: int = 4) -> str:
+    """The first few keys where two plans differ, as 'key: old -> new'."""
+    if old is None:
+        return "its record does not say how it was made"
+    diffs = []
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+        elif a != b:
+            diffs.append(f"{where}: {a!r} -> {b!r}")
+
+    walk(old, new, "")
+    return "; ".join(diffs[:limit]) + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
 
 
 def run_all(store: RunStore, arms: list[Arm], args, **kw) -> None:
     """Every (seed, arm) not yet done; each run's file is written as soon as it finishes."""
     for seed in args.seeds:
         for arm in arms:
-            if store.done(arm.name, seed, {"steps": args.steps}, args.overrides):
+            if store.done(arm.name, seed, planned_identity(arm, seed, args)):
                 print(f"{store.bench}: {arm.name} seed {seed} already done, skipping", flush=True)
                 continue
             print(f"{store.bench}: {arm.name} seed {seed}, {args.steps} steps", flush=True)
@@ -354,7 +406,7 @@ def recipe_lines(runs: list[dict]) -> list[str]:
     lines = [f"- Budget: {budget}.",
              f"- Scored on {', '.join(f'`{s}`' for s in runs[0]['splits'])} with {runs[0]['n']} examples per task "
              f"(fid_sw against as many real renders).",
-             f"- Overrides given to every arm: `{runs[0]['overrides']}`."]
+             *override_lines(runs)]
     for preset, s in samplings.items():
         lines.append(f"- Sampling ({preset}; seed = run seed): `{ {k: v for k, v in s.items() if k != 'seed'} }`.")
     lines.append("")
@@ -365,6 +417,22 @@ def recipe_lines(runs: list[dict]) -> list[str]:
         tps = r["metrics"].get("run", {}).get("tokens_per_s", math.nan)
         lines.append(f"| {r['arm']} | {r['seed']} | {r['steps']} | {r['wall']['train_s'] / 60:.1f} | "
                      f"{ev / 60:.1f} | {tps:.0f} |")
+    return lines
+
+
+def override_lines(runs: list[dict]) -> list[str]:
+    """The user's overrides, and the λ the UniFluid runs resolved to (the same run may be asked for
+    with different overrides, e.g. after a preset default changed)."""
+    groups: dict[str, list[str]] = {}
+    for r in sorted(runs, key=lambda r: (r["seed"], r["arm"])):
+        groups.setdefault(repr(r["overrides"]), []).append(f"{r['arm']} {r['seed']}")
+    if len(groups) == 1:
+        lines = [f"- Overrides given to every arm: `{runs[0]['overrides']}`."]
+    else:
+        lines = ["- Overrides given: " + "; ".join(f"`{o}` ({', '.join(who)})" for o, who in groups.items()) + "."]
+    lambdas = sorted({r["config"]["model"]["unifluid"]["loss_lambda"] for r in runs if r["preset"].startswith("unifluid")})
+    if lambdas:
+        lines.append(f"- λ in the UniFluid runs: {', '.join(f'{v:g}' for v in lambdas)}.")
     return lines
 
 

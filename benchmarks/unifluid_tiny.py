@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchkit import (Arm, RunStore, add_common_args, aggregate, fmt, label, make_config, pyplot, run_cli,
                       sampling_for, save_figure, score, set_threads, train, value)
-from uniar.utils.io import write_json, write_text
+from uniar.utils.io import json_default, write_json, write_text
 
 BENCH = "unifluid_tiny"
 PRESET = Arm("headline", preset="unifluid-tiny")
@@ -105,19 +105,42 @@ def train_with_curve(cfg, args, evaluate_fn, minutes: float = 0.0) -> tuple[dict
     return trained, curve_points(Path(cfg.out_dir), timed.seconds), calib_s
 
 
+def headline_config(seed: int, args):
+    return make_config(PRESET, seed, args, Path(args.out) / f"headline_seed{seed}",
+                       base=[f"steps={args.steps}"] if args.steps else [])
+
+
+def curve_config(seed: int, args):
+    return make_config(PRESET, seed, args, Path(args.out) / f"curve_seed{seed}", base=[
+        f"eval.every={args.curve_every}", f"eval.n={args.curve_n}", f"eval.final_n={args.curve_n}",
+        "checkpoint_every=0"])
+
+
+def plan(cfg, budget: dict, args, seed: int) -> dict:
+    """What makes a run of this benchmark: its budget, its config before calibration sets the steps
+    (less its folder), its sampling recipe and how many examples are scored."""
+    from uniar.config import to_dict
+
+    config = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "steps")}
+    return json.loads(json.dumps({"budget": budget, "config": config, "n": args.n,
+                                  "sampling": sampling_for("unifluid", args, seed).describe()},
+                                 default=json_default))
+
+
 def run_headline(seed: int, args) -> dict:
     """Train, then score on test and novel; the run's record."""
     from uniar.config import to_dict
     from uniar.train.evaluation import periodic_eval
 
     run_dir = Path(args.out) / f"headline_seed{seed}"
-    cfg = make_config(PRESET, seed, args, run_dir, base=[f"steps={args.steps}"] if args.steps else [])
+    cfg = headline_config(seed, args)
+    run_plan = plan(cfg, budget(args), args, seed)
     trained, curve, calib_s = train_with_curve(cfg, args, periodic_eval, 0.0 if args.steps else args.minutes)
     sampling = sampling_for("unifluid", args, seed)
     metrics, wall = score(run_dir, PRESET, sampling, args, ("test", "novel"))
     metrics["run"].update({k: v for k, v in trained.items() if k != "train_s"})
     return {"bench": BENCH, "arm": "headline", "seed": seed, "preset": PRESET.preset, "params": {},
-            "budget": budget(args), "steps": cfg.steps, "n": args.n, "splits": ["test", "novel"],
+            "budget": budget(args), "plan": run_plan, "steps": cfg.steps, "n": args.n, "splits": ["test", "novel"],
             "overrides": list(args.overrides), "sampling": sampling.describe(), "config": to_dict(cfg),
             "curve": {"sampling": "periodic_eval: greedy text, temperature-1 images, no guidance",
                       "eval_n": cfg.eval.n, "final_n": cfg.eval.final_n, "points": curve},
@@ -128,15 +151,12 @@ def run_curve(seed: int, args) -> dict:
     """A longer run scoring t2i on val every --curve-every steps with the full sampling recipe."""
     from uniar.config import to_dict
 
-    run_dir = Path(args.out) / f"curve_seed{seed}"
     sampling = sampling_for("unifluid", args, seed)
-    cfg = make_config(PRESET, seed, args, run_dir, base=[
-        f"eval.every={args.curve_every}", f"eval.n={args.curve_n}", f"eval.final_n={args.curve_n}",
-        "checkpoint_every=0"])
+    cfg = curve_config(seed, args)
+    run_plan = plan(cfg, curve_budget(args), args, seed)
     trained, curve, calib_s = train_with_curve(cfg, args, t2i_on_val(sampling), args.curve_minutes)
     return {"bench": BENCH, "arm": "curve", "seed": seed, "preset": PRESET.preset, "params": {},
-            "budget": {"minutes": args.curve_minutes, "every": args.curve_every, "n": args.curve_n},
-            "steps": cfg.steps, "overrides": list(args.overrides), "sampling": sampling.describe(),
+            "budget": curve_budget(args), "plan": run_plan, "steps": cfg.steps, "overrides": list(args.overrides), "sampling": sampling.describe(),
             "config": to_dict(cfg), "curve": {"sampling": "the benchmark's recipe", "eval_n": args.curve_n,
                                               "points": curve},
             "wall": {"train_s": trained["train_s"], "calibration_s": calib_s},
@@ -145,6 +165,10 @@ def run_curve(seed: int, args) -> dict:
 
 def budget(args) -> dict:
     return {"steps": args.steps} if args.steps else {"minutes": args.minutes}
+
+
+def curve_budget(args) -> dict:
+    return {"minutes": args.curve_minutes, "every": args.curve_every, "n": args.curve_n}
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -204,7 +228,8 @@ def markdown(runs: list[dict], agg: dict, plot: Path | None) -> str:
     for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
         pts = ", ".join(f"step {p['step']} ({p['train_min']:.1f} min): {p['t2i_exact']:.3f}" + point_parts(p)
                         for p in r["curve"]["points"])
-        lines.append(f"- {r['arm']} seed {r['seed']} ({r['curve']['sampling']}; {r['steps']} steps): {pts}")
+        how = f"overrides `{r['overrides']}`, λ {r['config']['model']['unifluid']['loss_lambda']:g}"
+        lines.append(f"- {r['arm']} seed {r['seed']} ({how}; {r['curve']['sampling']}; {r['steps']} steps): {pts}")
     if plot:
         lines += ["", f"![curve]({plot.name})"]
     return "\n".join(lines) + "\n"
@@ -239,10 +264,10 @@ def main(argv=None) -> int:
     store = RunStore(args.results, BENCH)
     if not args.report_only:
         for seed in args.seeds:
-            if not store.done("headline", seed, budget(args), args.overrides):
+            if not store.done("headline", seed, plan(headline_config(seed, args), budget(args), args, seed), "plan"):
                 store.save(run_headline(seed, args))
-            curve_budget = {"minutes": args.curve_minutes, "every": args.curve_every, "n": args.curve_n}
-            if args.curve_minutes > 0 and not store.done("curve", seed, curve_budget, args.overrides):
+            if args.curve_minutes > 0 and not store.done(
+                    "curve", seed, plan(curve_config(seed, args), curve_budget(args), args, seed), "plan"):
                 store.save(run_curve(seed, args))
     print(report(args))
     return 0

@@ -62,7 +62,7 @@ def test_lambda_sweep_saves_runs_report_and_plot_then_reaggregates(scripts, kl, 
     assert not (tmp_path / "runs" / "lambda2_seed1").exists()
 
     # rerunning with another budget refuses to mix it into the same results
-    with pytest.raises(Exception, match="exists with budget"):
+    with pytest.raises(Exception, match=r"holds a different run \(config.steps: 2 -> 3"):
         ablations.main(["lambda", "--lambdas", "2", *common(tmp_path, kl)[2:], "--steps", "3", *TINY])
 
     # the order study's raster arm at λ 2 is the lambda2 run (the preset is raster): reused, not retrained
@@ -71,6 +71,9 @@ def test_lambda_sweep_saves_runs_report_and_plot_then_reaggregates(scripts, kl, 
     assert raster["reused_from"].endswith("lambda2_seed0.json") and raster["metrics"] == run["metrics"]
     assert raster["arm"] == "raster" and raster["overrides"][-1] == "model.unifluid.loss_lambda=2"
     assert not (tmp_path / "runs" / "raster_seed0").exists() and (tmp_path / "runs" / "random_seed0").is_dir()
+    # a seed added later must be the same arm: here the preset's λ would silently replace the λ 2 of seed 0
+    with pytest.raises(Exception, match=r"ran arm raster differently \(config.model.unifluid.loss_lambda: 2"):
+        ablations.main(["order", "--arms", "raster", *common(tmp_path, kl)[:5], "1", *common(tmp_path, kl)[6:], *TINY])
     with pytest.raises(Exception, match="no arm diagonal in study order"):
         ablations.main(["order", "--arms", "diagonal", *common(tmp_path, kl), *TINY])
 

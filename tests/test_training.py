@@ -76,6 +76,21 @@ def test_length_grouped_micro_batches_train_like_one_batch(tmp_path, tiny_vq):
     lengths = [int(n) for b in grouped for n in b.mask.sum(1)]
     assert lengths == sorted(lengths)
 
+def test_periodic_eval_in_the_text_only_stage_skips_drawing(tmp_path, tiny_vq):
+    """An evaluation that falls in stage A of a progressive run (no visual id active) must not stop training."""
+    import json
+
+    from uniar.train.evaluation import periodic_eval
+
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq, steps=6)  # stage A = steps 1-2
+    cfg.eval.every, cfg.eval.n, cfg.eval.final_n = 1, 2, 2
+    Trainer(cfg, progress=False).run(evaluate_fn=periodic_eval)
+    evals = [json.loads(line) for line in open(tmp_path / "run" / "eval.jsonl")]
+    assert [e["step"] for e in evals] == [1, 2, 3, 4, 5, 6]
+    assert "t2i_exact" not in evals[0] and "text_ppl" in evals[0] and "caption_exact" in evals[0]
+    assert "t2i_exact" in evals[-1] and "edit_exact" in evals[-1]
+
+
 def test_checkpoint_reloads_to_identical_samples(tmp_path, tiny_vq):
     from uniar.sample.decode import SamplingConfig
     from uniar.sample.pipeline import Pipeline

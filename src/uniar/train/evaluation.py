@@ -15,6 +15,9 @@ def periodic_eval(trainer, n: int) -> dict:
     pipe = Pipeline(model, trainer.text_tok, trainer.image_tok, trainer.builder, trainer.cfg,
                     progressive=trainer.progressive)
     tasks = [t for t in ("t2i", "caption", "vqa", "edit") if _trained(trainer.cfg, t)] + ["text"]
+    if trainer.progressive is not None and trainer.progressive.n_active == 0:
+        # still in the text-only stage of a progressive run: no visual id to draw with yet
+        tasks = [t for t in tasks if t not in ("t2i", "edit")]
     report = evaluate(pipe, split="val", n=n, sampling=SamplingConfig(image_top_k=0), tasks=tasks,
                       fid=False, text_windows=64)
     model.train(was_training)
