@@ -377,9 +377,10 @@ def steps_for_budget(cfg: TrainConfig, minutes: float, probe_steps: int = 8) -> 
         length = max(1, round(stage.fraction * cfg.steps))
         trainer.train_step(start)  # warm-up (allocations, first-call costs)
         t = time.time()
-        # distinct steps of the stage: their batches differ in task mix and sequence lengths
+        # steps spread over the stage: batches differ in task mix and sequence lengths, and a
+        # progressive run trains more targets (logits rows) as its visual ids become active
         for i in range(probe_steps):
-            trainer.train_step(start + 1 + i % max(1, length - 1))
+            trainer.train_step(start + 1 + (i * max(1, length - 1)) // probe_steps)
         per_step.append((time.time() - t) / probe_steps)
         start += length
     mean = sum(s.fraction * t for s, t in zip(cfg.stages, per_step))
