@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from benchkit import (Arm, RunStore, add_common_args, aggregate, fmt, label, make_config, pyplot, run_cli,
-                      sampling_for, save_figure, score, set_threads, train, value)
-from uniar.utils.io import json_default, write_json, write_text
+                      run_identity, sampling_for, save_figure, score, set_threads, train, value)
+from uniar.utils.io import write_json, write_text
 
 BENCH = "unifluid_tiny"
 PRESET = Arm("headline", preset="unifluid-tiny")
@@ -117,14 +117,13 @@ def curve_config(seed: int, args):
 
 
 def plan(cfg, budget: dict, args, seed: int) -> dict:
-    """What makes a run of this benchmark: its budget, its config before calibration sets the steps
-    (less its folder), its sampling recipe and how many examples are scored."""
+    """What makes a run of this benchmark: its budget and its identity (run_identity) with the config
+    as it is before calibration sets the steps."""
     from uniar.config import to_dict
 
-    config = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "steps")}
-    return json.loads(json.dumps({"budget": budget, "config": config, "n": args.n,
-                                  "sampling": sampling_for("unifluid", args, seed).describe()},
-                                 default=json_default))
+    config = {k: v for k, v in to_dict(cfg).items() if k != "steps"}
+    return {"budget": budget, **run_identity(config, sampling_for("unifluid", args, seed).describe(), args.n,
+                                             ("test", "novel"), PRESET.tasks, not args.no_fid)}
 
 
 def run_headline(seed: int, args) -> dict:
@@ -156,8 +155,8 @@ def run_curve(seed: int, args) -> dict:
     run_plan = plan(cfg, curve_budget(args), args, seed)
     trained, curve, calib_s = train_with_curve(cfg, args, t2i_on_val(sampling), args.curve_minutes)
     return {"bench": BENCH, "arm": "curve", "seed": seed, "preset": PRESET.preset, "params": {},
-            "budget": curve_budget(args), "plan": run_plan, "steps": cfg.steps, "overrides": list(args.overrides), "sampling": sampling.describe(),
-            "config": to_dict(cfg), "curve": {"sampling": "the benchmark's recipe", "eval_n": args.curve_n,
+            "budget": curve_budget(args), "plan": run_plan, "steps": cfg.steps, "overrides": list(args.overrides),
+            "sampling": sampling.describe(), "config": to_dict(cfg), "curve": {"sampling": "the benchmark's recipe", "eval_n": args.curve_n,
                                               "points": curve},
             "wall": {"train_s": trained["train_s"], "calibration_s": calib_s},
             "metrics": {"run": {k: v for k, v in trained.items() if k != "train_s"}}}
