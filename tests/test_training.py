@@ -39,6 +39,44 @@ def test_tiny_model_overfits_a_batch():
     assert set(parts.per_task_sum) == {"t2i", "caption"}
 
 
+def test_sequence_loss_norm_averages_rows_and_survives_micro_batching(tmp_path, tiny_vq):
+    """loss_norm=sequence: the loss is the mean of per-row mean CEs, also over grad-accum micro-batches."""
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=16)
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    rng = np.random.default_rng(0)
+    batch = collate([b.t2i("a prompt", ImageData(codes=rng.integers(0, 16, 8))),
+                     b.vqa(ImageData(codes=rng.integers(0, 16, 8)), "what color?", "red"),
+                     b.text("some plain text for the model")], pad_id=0)
+    model.loss_norm = "sequence"
+    with torch.no_grad():
+        total = model.loss(batch).components["ce"]
+        sel = model._targets(batch, None)
+        ce = torch.nn.functional.cross_entropy(
+            model.logits(model.hidden(model.embed(batch.ids), batch.positions, None)[:, :-1][sel]),
+            batch.ids[:, 1:][sel], reduction="none")
+        rows = torch.arange(3)[:, None].expand_as(sel)[sel]
+        want = sum(ce[rows == r].mean() for r in range(3))
+    assert model.target_counts(batch) == {"ce": 3}
+    torch.testing.assert_close(total, want, rtol=1e-5, atol=1e-5)
+
+    for name, accum in [("one", 1), ("grouped", 3)]:
+        cfg = tiny_train_config(tmp_path / name, tiny_vq, steps=3)
+        cfg.model.loss_norm = "sequence"
+        cfg.optim.grad_accum, cfg.optim.group_by_length, cfg.optim.bf16 = accum, accum > 1, False
+        Trainer(cfg, progress=False).run()
+    np.testing.assert_allclose(losses(tmp_path / "grouped"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
+
+
+def test_image_size_that_the_tokenizer_does_not_read_is_a_clear_error(tmp_path, tiny_vq):
+    from uniar.errors import UserError
+
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq)
+    cfg.data.image_size = 48  # the tiny VQ reads 64 px images
+    with pytest.raises(UserError, match="data.image_size is 48 but the image tokenizer .* works on 64 px"):
+        Trainer(cfg, progress=False)
+
+
 def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_vq):
     full = tiny_train_config(tmp_path / "full", tiny_vq, steps=6, checkpoint_every=3)
     Trainer(full, progress=False).run()

@@ -8,6 +8,7 @@ from helpers import save_tiny_kl, text_tokenizer, tiny_backbone_config, tiny_uni
 from uniar.data.sequence import GEN, UND, ImageData, SequenceBuilder, collate
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHeadConfig
+from uniar.models.losses import check_loss_norm
 from uniar.models.encoders import BuiltinEncoderConfig, build_und_encoder
 from uniar.models.unifluid import UniFluid, UniFluidConfig
 from uniar.models.vocab import Vocabulary
@@ -91,6 +92,36 @@ def test_loss_components_counts_and_values():
     order = batch.image_pos[b, span]
     torch.testing.assert_close(latents[b, span], batch.images[batch.image_index[b, span[0]]].latents[order])
     assert {"ce_caption", "ce_vqa", "ce_text", "diffusion_t2i"} <= set(parts.per_task_sum)
+
+
+def test_sequence_loss_norm_weighs_every_row_once():
+    """loss_norm=sequence: each component is the mean over rows of each row's mean target loss."""
+    model = tiny_model()
+    randomize_head(model)
+    batch = mixed_batch(model)
+    seq = tiny_model()
+    seq.load_state_dict(model.state_dict())
+    seq.loss_norm = "sequence"
+    counts = seq.target_counts(batch)
+    text_targets = (batch.targets & batch.mask & (batch.role == 0))[:, 1:]
+    gen_targets = ((batch.role == GEN) & batch.targets)[:, 1:]
+    assert counts == {"ce": int((text_targets.sum(1) > 0).sum()), "diffusion": 2}
+
+    torch.manual_seed(5)
+    parts = seq.loss(batch)
+    with torch.no_grad():
+        hidden = model.hidden(model.embed(batch.ids, batch), batch.positions, None)
+        ce = torch.nn.functional.cross_entropy(model.logits(hidden[:, :-1][text_targets]),
+                                               batch.ids[:, 1:][text_targets], reduction="none")
+        rows = torch.arange(batch.ids.shape[0])[:, None].expand_as(text_targets)[text_targets]
+        row_means = [ce[rows == r].mean() for r in rows.unique()]
+        # both GEN rows hold N targets each, so the row weights are equal and the mean is unchanged
+        torch.manual_seed(5)
+        diff = model.head.loss(hidden[:, :-1][gen_targets], model.gen_latents(batch)[:, 1:][gen_targets])
+    torch.testing.assert_close(parts.components["ce"].detach(), torch.stack(row_means).sum(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts.components["diffusion"].detach(), diff * 2, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="loss_norm must be one of token, sequence"):
+        check_loss_norm("row")
 
 
 def test_lambda_scales_the_diffusion_gradient_only():

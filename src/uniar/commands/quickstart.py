@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     n_steps = 2 + len(args.models)
     md += preview(out, f"[1/{n_steps}]")
     tok_minutes = {kind: share * budget for kind, share in TOKENIZER_SHARE.items()}
-    md += tokenizers(out, tok_minutes, args.seed, summary, f"[2/{n_steps}]")
+    md += tokenizers(out, tok_minutes, args.seed, summary, f"[2/{n_steps}]", image_sizes())
     model_minutes = (budget - sum(tok_minutes.values())) / len(args.models)
     for i, preset in enumerate(args.models):
         md += model_section(out, preset, model_minutes, args, summary, f"[{3 + i}/{n_steps}]", section=3 + i)
@@ -75,7 +75,16 @@ def preview(out: Path, tag: str) -> list[str]:
     return ["## 1. ShapesWorld", "", "![preview](shapesworld_preview.png)", ""]
 
 
-def tokenizers(out: Path, tok_minutes: dict, seed: int, summary: dict, tag: str) -> list[str]:
+def image_sizes() -> dict[str, int]:
+    """Each tokenizer kind trains at the image size of the preset that uses it (data.image_size)."""
+    from uniar.config import load_config
+    from uniar.configs import resolve
+    from uniar.train.config import TrainConfig
+
+    return {kind: load_config(TrainConfig, resolve(preset), []).data.image_size for preset, kind in MODELS.items()}
+
+
+def tokenizers(out: Path, tok_minutes: dict, seed: int, summary: dict, tag: str, sizes: dict[str, int]) -> list[str]:
     import numpy as np
     import torch
 
@@ -85,17 +94,20 @@ def tokenizers(out: Path, tok_minutes: dict, seed: int, summary: dict, tag: str)
     from uniar.data.shapesworld.render import render_batch
     from uniar.eval.scores import recon_scores
     from uniar.tokenizers.image import load_image_tokenizer
-    from uniar.tokenizers.train_image import train_image_tokenizer
+    from uniar.tokenizers.train_image import default_config, train_image_tokenizer
     from uniar.utils.grid import image_grid
     from uniar.utils.io import save_image
 
     examples = [get_example("test", i) for i in range(200)]
-    originals = render_batch([e.scene for e in examples], 64)
-    md = ["## 2. Image tokenizers", "", "| tokenizer | minutes | recon_exact | psnr |", "|---|---|---|---|"]
+    md = ["## 2. Image tokenizers", "", "| tokenizer | image size | minutes | recon_exact | psnr |",
+          "|---|---|---|---|---|"]
     for kind, minutes in tok_minutes.items():
-        print(f"{tag} training the {kind} tokenizer for {minutes:.1f} min")
+        print(f"{tag} training the {kind} tokenizer at {sizes[kind]} px for {minutes:.1f} min")
         folder = out / "tokenizers" / kind
-        train_image_tokenizer(kind, None, folder, minutes=minutes, seed=seed)
+        cfg = default_config(kind)
+        cfg.model.image_size = sizes[kind]
+        train_image_tokenizer(kind, cfg, folder, minutes=minutes, seed=seed)
+        originals = render_batch([e.scene for e in examples], sizes[kind])
         tok = load_image_tokenizer(folder).eval()
         with torch.no_grad():
             recon = to_numpy_hwc(to_uint8(tok.decode(tok.encode(to_model(originals)))))
@@ -103,7 +115,7 @@ def tokenizers(out: Path, tok_minutes: dict, seed: int, summary: dict, tag: str)
         summary[f"tokenizer_{kind}"] = {"minutes": minutes, **scores}
         tiles = np.stack([x for pair in zip(originals[:16], recon[:16]) for x in pair])
         save_image(out / f"recon_{kind}.png", image_grid(tiles, ["original", kind] * 16, cols=8))
-        md.append(f"| {kind} ([grid](recon_{kind}.png)) | {minutes:.1f} | {scores['recon_exact']:.3f} | "
+        md.append(f"| {kind} ([grid](recon_{kind}.png)) | {sizes[kind]} | {minutes:.1f} | {scores['recon_exact']:.3f} | "
                   f"{scores['psnr']:.2f} |")
     return md + [""]
 

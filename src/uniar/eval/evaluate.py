@@ -116,12 +116,14 @@ def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: i
     starts = np.linspace(0, len(ids) - length - 1, num=min(windows, max(1, len(ids) // length)), dtype=int)
     total, count = 0.0, 0
     model = pipe.model
+    # the per-task sums are plain token sums whatever model.loss_norm weighs the training loss by
+    key = "ce_text" if getattr(model, "continuous", False) else "text"
     for i in range(0, len(starts), batch_size):
         seqs = [pipe.builder.text_ids(ids[s:s + length].tolist()) for s in starts[i:i + batch_size]]
         batch = collate(seqs, pad_id=pipe.text_tok.pad_id)
         parts = model.loss(batch)
-        total += float(parts.components["ce"])
-        count += int(model.target_counts(batch)["ce"])
+        total += parts.per_task_sum[key]
+        count += parts.per_task_count[key]
     return float(np.exp(total / max(count, 1)))
 
 

@@ -42,7 +42,7 @@ def build_model(model_cfg, text_tok, image_tok):
             raise UserError("UGen needs a discrete (VQ) image tokenizer; got a continuous one")
         vocab = Vocabulary.from_tokenizer(text_tok, n_visual=image_tok.codebook_size)
         backbone = build_backbone(model_cfg.backbone, vocab.size)
-        return UGen(backbone, vocab)
+        return UGen(backbone, vocab, loss_norm=model_cfg.loss_norm)
     if model_cfg.family == "unifluid":
         return build_unifluid(model_cfg, text_tok, image_tok)
     raise UserError(f"model family {model_cfg.family!r} is not available; use ugen or unifluid")
@@ -75,7 +75,7 @@ def build_unifluid(model_cfg, text_tok, image_tok):
     if cfg.und_encoder == "siglip":
         cfg.siglip_config = und.encoder.config_dict()
     # the new layers stay fp32 whatever the backbone's dtype (they are small; outputs are cast)
-    return UniFluid(backbone, vocab, cfg, image_tok.grid, und)
+    return UniFluid(backbone, vocab, cfg, image_tok.grid, und, loss_norm=model_cfg.loss_norm)
 
 
 def make_builder(model, model_cfg, text_tok, image_tok) -> SequenceBuilder:

@@ -13,15 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from uniar.data.sequence import GEN, UND, Batch
-from uniar.models.losses import LossParts
+from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
 
 
 class UGen(nn.Module):
     family = "ugen"
 
-    def __init__(self, backbone: nn.Module, vocab: Vocabulary):
+    def __init__(self, backbone: nn.Module, vocab: Vocabulary, loss_norm: str = "token"):
         super().__init__()
+        self.loss_norm = check_loss_norm(loss_norm)
         if backbone.vocab_size < vocab.size:
             backbone.extend_vocab(vocab.size)
         self.backbone = backbone
@@ -49,8 +50,8 @@ class UGen(nn.Module):
         return targets_on[:, 1:] & batch.mask[:, 1:]
 
     def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
-        """How many targets each loss component has in `batch` (for exact normalisation)."""
-        return {"ce": int(self._targets(batch, progressive).sum())}
+        """What each loss component's sum over `batch` is divided by (targets, or rows: loss_norm)."""
+        return {"ce": normaliser(self._targets(batch, progressive), self.loss_norm)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0}
@@ -60,7 +61,7 @@ class UGen(nn.Module):
         return self.loss(batch, progressive)
 
     def loss(self, batch: Batch, progressive=None) -> LossParts:
-        """Summed cross-entropy over the batch's targets, with per-task sums for logging."""
+        """Summed (weighted: loss_norm) cross-entropy over the batch's targets, per-task sums for logging."""
         ids = batch.ids
         off = self.vocab.visual_offset
         inputs, bias = ids, None
@@ -79,7 +80,7 @@ class UGen(nn.Module):
 
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
         row_sums = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, ce.detach().float())
-        parts = LossParts(components={"ce": ce.sum()})
+        parts = LossParts(components={"ce": (ce * target_weights(sel, self.loss_norm)[sel]).sum()})
         parts.add_task_losses(batch.tasks, row_sums, sel.sum(1))
 
         image_positions = (batch.role == GEN) | (batch.role == UND)

@@ -30,7 +30,7 @@ from uniar.data.sequence import GEN, UND, Batch
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHead, DiffusionHeadConfig
 from uniar.models.encoders import BuiltinEncoderConfig, UnderstandingEncoder
-from uniar.models.losses import LossParts
+from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
 
 POS_EMBEDS = ("current_and_next", "next", "none")
@@ -87,8 +87,9 @@ class UniFluid(nn.Module):
     continuous = True
 
     def __init__(self, backbone: nn.Module, vocab: Vocabulary, cfg: UniFluidConfig, grid: tuple[int, int],
-                 und_encoder: UnderstandingEncoder):
+                 und_encoder: UnderstandingEncoder, loss_norm: str = "token"):
         super().__init__()
+        self.loss_norm = check_loss_norm(loss_norm)
         if vocab.n_visual:
             raise UserError("UniFluid's vocabulary has no visual ids (its images are continuous)")
         if backbone.vocab_size < vocab.size:
@@ -266,7 +267,7 @@ class UniFluid(nn.Module):
 
     def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
         ce, diff = self._targets(batch)
-        return {"ce": int(ce.sum()), "diffusion": int(diff.sum())}
+        return {"ce": normaliser(ce, self.loss_norm), "diffusion": normaliser(diff, self.loss_norm)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0, "diffusion": self.cfg.loss_lambda}
@@ -290,7 +291,7 @@ class UniFluid(nn.Module):
 
         logits = self.logits(hidden[:, :-1][ce_sel])
         ce = F.cross_entropy(logits, batch.ids[:, 1:][ce_sel], reduction="none")
-        parts = LossParts(components={"ce": ce.sum()})
+        parts = LossParts(components={"ce": (ce * target_weights(ce_sel, self.loss_norm)[ce_sel]).sum()})
         ce_rows = torch.zeros(B, device=ce.device).index_add_(0, rows.expand_as(ce_sel)[ce_sel], ce.detach().float())
         parts.add_task_losses(batch.tasks, ce_rows, ce_sel.sum(1), prefix="ce_")
 
@@ -298,14 +299,15 @@ class UniFluid(nn.Module):
         if bool(diff_sel.any()):
             # the head at position t-1 predicts the GEN token at t
             cond, target = hidden[:, :-1][diff_sel], latents[:, 1:][diff_sel]
+            weight = target_weights(diff_sel, self.loss_norm)[diff_sel]
             task_of = [batch.tasks[r] for r in rows.expand_as(diff_sel)[diff_sel].tolist()]
             diffusion = 0.0
             for task in sorted(set(task_of)):
                 pick = torch.tensor([t == task for t in task_of], device=cond.device)
                 n = int(pick.sum())
-                part = self.head.loss(cond[pick], target[pick]) * n
-                diffusion = diffusion + part
-                parts.per_task_sum["diffusion_" + task] = float(part.detach())
+                mean = self.head.loss(cond[pick], target[pick], mask=weight[pick])  # weighted mean
+                diffusion = diffusion + mean * weight[pick].sum()
+                parts.per_task_sum["diffusion_" + task] = float(mean.detach()) * n
                 parts.per_task_count["diffusion_" + task] = n
         if not bool((batch.role == UND).any()):
             diffusion = diffusion + self._unused_anchor([self.und])

@@ -21,6 +21,9 @@ class ModelConfig:
     text_tokenizer: str = "bpe:4096"
     image_tokenizer: str = ""  # folder of a trained/pretrained image tokenizer
     unifluid: UniFluidConfig = field(default_factory=UniFluidConfig)  # family unifluid only
+    # how each loss component averages over the batch: "token" (every target counts once) or
+    # "sequence" (every row's targets are averaged first, so a VQA row weighs what a t2i row weighs)
+    loss_norm: str = "token"
 
 
 @dataclass

@@ -67,6 +67,11 @@ class Trainer:
 
         self.text_tok = build_text_tokenizer(cfg.model.text_tokenizer)
         self.image_tok = load_image_tokenizer(cfg.model.image_tokenizer).eval()
+        if self.image_tok.image_size != cfg.data.image_size:
+            raise UserError(f"data.image_size is {cfg.data.image_size} but the image tokenizer "
+                            f"{cfg.model.image_tokenizer} works on {self.image_tok.image_size} px images: "
+                            f"set data.image_size={self.image_tok.image_size} or use a tokenizer trained "
+                            f"at {cfg.data.image_size} px")
         self.model = build_model(cfg.model, self.text_tok, self.image_tok)
         self.builder = make_builder(self.model, cfg.model, self.text_tok, self.image_tok)
         self.sampler = self._task_sampler()
