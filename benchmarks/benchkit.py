@@ -56,9 +56,9 @@ def add_common_args(ap: argparse.ArgumentParser, seeds: list[int], n: int, out: 
     ap.add_argument("--steps", type=int, default=steps, help="optimizer steps of every run (same for every arm)")
     ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
     ap.add_argument("-n", type=int, default=n, help="examples per task and split")
-    ap.add_argument("--kl-tokenizer", default="pretrained/shapesworld-kl", help="UniFluid's image tokenizer")
+    ap.add_argument("--kl-tokenizer", default=None, help="UniFluid's image tokenizer (default: the preset's)")
     if ugen:
-        ap.add_argument("--vq-tokenizer", default="pretrained/shapesworld-vq", help="UGen's image tokenizer")
+        ap.add_argument("--vq-tokenizer", default=None, help="UGen's image tokenizer (default: the preset's)")
         ap.add_argument("--ugen-top-k", type=int, default=8, help="UGen's image top-k")
     ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale for images (both families)")
     ap.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear"), help="UniFluid")
@@ -113,7 +113,7 @@ def make_config(arm: Arm, seed: int, args, out_dir: Path, base: list[str] = ()):
 
     tokenizer = args.vq_tokenizer if arm.family == "ugen" else args.kl_tokenizer
     cfg = load_config(TrainConfig, resolve(arm.preset), [
-        f"model.image_tokenizer={tokenizer}", f"out_dir={out_dir}", f"seed={seed}",
+        *([f"model.image_tokenizer={tokenizer}"] if tokenizer else []), f"out_dir={out_dir}", f"seed={seed}",
         *base, *args.overrides, *arm.overrides])
     if arm.only_tasks is not None:
         # one stage holding the kept tasks of the preset's last (full) mixture, in their proportions

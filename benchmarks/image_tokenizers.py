@@ -10,6 +10,9 @@ benchmarks/results/image_tokenizers.{json,md} and a reconstruction grid PNG.
     python benchmarks/image_tokenizers.py --minutes 5 --kinds vq --vq model.codebook_size=1024
     python benchmarks/image_tokenizers.py --eval-only           # score the saved tokenizers again
     python benchmarks/image_tokenizers.py --eval-only kl        # retrain the VQ, rescore the saved KL
+    python benchmarks/image_tokenizers.py --image-size 48 --models runs/tokenizers48   # 48 px: 6x6 tokens
+
+At a size other than 64 px the results are image_tokenizers_s{S}.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="optional step budget (whichever ends first)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=1000, help="test images to score")
+    p.add_argument("--image-size", type=int, default=64,
+                   help="image side S (the tokenizers train at S; 48 puts each 16-px grid cell on 2x2 tokens)")
     p.add_argument("--models", default="runs/tokenizers", help="folder for the trained tokenizers ({kind}/ inside)")
     p.add_argument("--results", default=str(RESULTS), help="folder for the JSON, markdown and PNG")
     # One thread: on this shared 2-core machine a 2-thread step ran 2-4x slower than a 1-thread one
@@ -125,6 +130,7 @@ def write_report(result: dict, path: Path) -> None:
         "# Image tokenizers on ShapesWorld",
         "",
         f"Built-in tokenizers trained on `train` images, scored on {result['n_test']} `test` images "
+        f"of {result.get('image_size', 64)} px "
         f"(seed {result['seed']}, {result['date']}, {result['machine']}).",
         "`recon_exact`: the scene parser reads the reconstruction back as exactly the original scene "
         f"(the parser scores {result['parser_on_clean']:.1%} on the clean test images). A novel pair is a "
@@ -164,10 +170,11 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     results_dir, models = Path(args.results), Path(args.models)
-    test_images = images("test", 0, args.n_test)
+    name = NAME if args.image_size == 64 else f"{NAME}_s{args.image_size}"
+    test_images = images("test", 0, args.n_test, size=args.image_size)
     test_scenes = scenes("test", 0, args.n_test)
     result = {
-        "benchmark": NAME, "split": "test", "n_test": args.n_test, "seed": args.seed,
+        "benchmark": name, "split": "test", "n_test": args.n_test, "image_size": args.image_size, "seed": args.seed,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
@@ -182,7 +189,7 @@ def main(argv=None) -> int:
             tokenizer = load_image_tokenizer(folder)
             training = read_json(folder / "training.json") if (folder / "training.json").is_file() else {}
         else:
-            overrides = args.vq if kind == "vq" else args.kl
+            overrides = [f"model.image_size={args.image_size}", *(args.vq if kind == "vq" else args.kl)]
             cfg = apply_overrides(default_config(kind), overrides)
             summary = train_image_tokenizer(kind, cfg, folder, minutes=args.minutes, steps=args.steps, seed=args.seed)
             tokenizer = summary.pop("tokenizer")
@@ -190,7 +197,7 @@ def main(argv=None) -> int:
             summary["command"] = " ".join(
                 [f"uniar train-tokenizer {kind} --out {folder} --minutes {args.minutes:g}"]
                 + ([f"--steps {args.steps}"] if args.steps else [])
-                + [f"--seed {args.seed}"] + (args.vq if kind == "vq" else args.kl))
+                + [f"--seed {args.seed}"] + overrides)
             write_json(folder / "training.json", summary)
             training = summary
         scores, recons[kind] = score(tokenizer, test_images, test_scenes)
@@ -198,12 +205,12 @@ def main(argv=None) -> int:
         result["tokenizers"][kind] = {"folder": str(folder), **scores, "training": training}
         print(f"{kind}: recon_exact {scores['recon_exact']:.2%}, psnr {scores['psnr']:.2f} dB, "
               f"{training.get('steps')} steps in {training.get('seconds')} s", flush=True)
-    grid_path = results_dir / f"{NAME}.png"
+    grid_path = results_dir / f"{name}.png"
     save_image(grid_path, recon_grid(test_images, recons, failures))
     result["grid"] = str(grid_path)
-    write_json(results_dir / f"{NAME}.json", result)
-    write_report(result, results_dir / f"{NAME}.md")
-    print(f"wrote {results_dir / NAME}.json, .md, .png")
+    write_json(results_dir / f"{name}.json", result)
+    write_report(result, results_dir / f"{name}.md")
+    print(f"wrote {results_dir / name}.json, .md, .png")
     return 0
 
 

@@ -41,8 +41,9 @@ GROUPS = {"Text": ["inv_text_ppl"], "Image-Und": ["caption_exact", "vqa_acc"], "
 
 def run_one(arm: str, seed: int, args) -> dict:
     out = Path(args.out) / f"{arm}_seed{seed}"
+    tokenizer = [f"model.image_tokenizer={args.tokenizer}"] if args.tokenizer else []
     cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
-        ARMS[arm], f"seed={seed}", f"steps={args.steps}", f"out_dir={out}", f"model.image_tokenizer={args.tokenizer}",
+        ARMS[arm], f"seed={seed}", f"steps={args.steps}", f"out_dir={out}", *tokenizer,
         "eval.every=0", "checkpoint_every=0", *args.overrides])
     t = time.time()
     Trainer(cfg, progress=not args.no_progress).run()
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--tokenizer", default="pretrained/shapesworld-vq")
+    ap.add_argument("--tokenizer", default=None, help="image tokenizer folder (default: the preset's)")
     ap.add_argument("--out", default="runs/bench/progressive_vs_vanilla")
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--cfg", type=float, default=2.0)

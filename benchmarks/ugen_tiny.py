@@ -1,7 +1,7 @@
 """Benchmark: `ugen-tiny` trained on ShapesWorld, scored on `test` and `novel`, against a text-only
 model given the same text budget.
 
-    python benchmarks/ugen_tiny.py --minutes 30 --tokenizer pretrained/shapesworld-vq
+    python benchmarks/ugen_tiny.py --minutes 30     # on the preset's tokenizer (or --tokenizer DIR)
 
 Writes benchmarks/results/ugen_tiny.json and ugen_tiny.md (recipe, seed, wall times, every score),
 plus the run folder (checkpoints, metrics.csv, metrics.png, eval grids) under runs/bench/ugen_tiny.
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget of the unified model")
     ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of a time budget")
-    ap.add_argument("--tokenizer", default="pretrained/shapesworld-vq")
+    ap.add_argument("--tokenizer", default=None, help="image tokenizer folder (default: the preset's)")
     ap.add_argument("--out", default="runs/bench/ugen_tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-n", type=int, default=200, help="examples per task and split")
@@ -63,8 +63,9 @@ def main(argv=None) -> int:
     apply_env_threads()  # UNIAR_THREADS=1 when jobs share the machine
 
     out = Path(args.out)
+    tokenizer = [f"model.image_tokenizer={args.tokenizer}"] if args.tokenizer else []
     cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
-        f"model.image_tokenizer={args.tokenizer}", f"out_dir={out / 'unified'}", f"seed={args.seed}",
+        *tokenizer, f"out_dir={out / 'unified'}", f"seed={args.seed}",
         *args.overrides])
     ckpt = out / "unified" / "checkpoints" / "final"
     if args.reuse and (ckpt / "config.json").is_file():
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     sampling = SamplingConfig(image_temperature=args.image_temperature, image_top_k=args.image_top_k,
                               cfg_scale=args.cfg, seed=args.seed)
     results = {"recipe": {"config": "ugen-tiny", "overrides": args.overrides, "steps": cfg.steps,
-                          "seed": args.seed, "tokenizer": args.tokenizer, "sampling": sampling.describe()},
+                          "seed": args.seed, "tokenizer": cfg.model.image_tokenizer, "sampling": sampling.describe()},
                "wall": {"train_s": train_s, "calibration_s": calib_s}}
     for split in ("test", "novel"):
         saved = out / "eval" / f"eval_{split}.json"
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     if not args.no_text_baseline:
         rows = text_rows(cfg)
         text_cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
-            f"model.image_tokenizer={args.tokenizer}", f"out_dir={out / 'text_only'}", f"seed={args.seed}",
+            *tokenizer, f"out_dir={out / 'text_only'}", f"seed={args.seed}",
             "eval.every=0", "progressive_vocab.enabled=false", *args.overrides])
         text_cfg.stages = [StageConfig("A", 1.0, {"text": 1.0})]
         text_cfg.steps = max(1, round(rows / text_cfg.optim.batch_size))

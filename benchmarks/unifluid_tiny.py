@@ -2,7 +2,7 @@
 `novel` (every task, domain FID `fid_sw`), with its learning curve: t2i exact match on `val` against
 training minutes.
 
-    python benchmarks/unifluid_tiny.py --minutes 30 --kl-tokenizer pretrained/shapesworld-kl
+    python benchmarks/unifluid_tiny.py --minutes 30     # on the preset's tokenizer (or --kl-tokenizer DIR)
     python benchmarks/unifluid_tiny.py --minutes 30 --curve-minutes 60 --curve-every 250
     python benchmarks/unifluid_tiny.py --report-only
 
