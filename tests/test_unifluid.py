@@ -466,8 +466,9 @@ def test_tiny_preset_loads_and_builds():
     from uniar.train.config import TrainConfig
 
     cfg = load_config(TrainConfig, resolve("unifluid-tiny"))
-    assert cfg.model.family == "unifluid" and cfg.model.unifluid.und_encoder == "builtin"
-    assert cfg.data.order == "raster"
+    assert cfg.model.family == "unifluid" and cfg.model.unifluid.und_encoder == "vae"
+    assert cfg.data.order == "raster" and cfg.data.image_size == 48 and cfg.model.loss_norm == "sequence"
+    assert [s.name for s in cfg.stages] == ["A", "B1", "B2"]  # generation first, then the mixture
     cfg.validate()
 
 
