@@ -62,6 +62,23 @@ def test_prompts_are_prefixes_of_training_sequences():
         assert full.tokens[:len(prompt)] == prompt.tokens, prompt.task
 
 
+def test_prompt_first_puts_questions_and_instructions_before_their_image():
+    b = builder()
+    b.prompt_first = True
+    src, tgt = img(1, 2, 3, 4), img(4, 3, 2, 1)
+    q = b.tok.encode("what shape is at the center?")
+    seq = b.vqa(src, "what shape is at the center?", "cross")
+    assert seq.tokens[2:2 + len(q)] == q and seq.tokens[2 + len(q)] == b.boi  # <bos> <vqa> Q <boi> I <eoi> <answer>
+    assert seq.tokens[seq.tokens.index(b.eoi) + 1] == b.answer
+    assert b.tok.decode([t for t, on in zip(seq.tokens, seq.targets) if on][:-1]) == "cross"
+    e = b.edit(src, "remove the red circle", tgt)
+    ins = b.tok.encode("remove the red circle")
+    assert e.tokens[2:2 + len(ins)] == ins and [s.role for s in e.spans] == [UND, GEN]
+    assert b.edit(src, None, tgt).tokens[2:4] == [b.uncond, b.boi]
+    for prompt, full in [(b.vqa(src, "what shape is at the center?"), seq), (b.edit(src, "remove the red circle"), e)]:
+        assert full.tokens[:len(prompt)] == prompt.tokens  # sampling prompts stay prefixes
+
+
 def test_dropped_condition_uses_uncond_token():
     b = builder()
     seq = b.t2i(None, img(1, 2, 3, 4))

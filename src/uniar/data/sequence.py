@@ -97,8 +97,11 @@ class SequenceBuilder:
     image to generate / to read; discrete: write VQ visual ids into the sequence (UGen).
     """
 
-    def __init__(self, tokenizer, vocab, gen_len: int, und_len: int, discrete: bool, max_len: int):
+    def __init__(self, tokenizer, vocab, gen_len: int, und_len: int, discrete: bool, max_len: int,
+                 prompt_first: bool = False):
         self.tok = tokenizer
+        # VQA questions and edit instructions before the image they are about (ModelConfig.prompt_first)
+        self.prompt_first = prompt_first
         self.vocab = vocab
         self.gen_len = gen_len
         self.und_len = und_len
@@ -147,8 +150,12 @@ class SequenceBuilder:
 
     def vqa(self, image: ImageData, question: str, answer: str | None = None) -> Sequence:
         seq = self._start("vqa")
-        self._image(seq, image, UND, train=False)
-        self._text(seq, question, train=False)
+        if self.prompt_first:
+            self._text(seq, question, train=False)
+            self._image(seq, image, UND, train=False)
+        else:
+            self._image(seq, image, UND, train=False)
+            self._text(seq, question, train=False)
         self._push(seq, self.answer, train=False)
         if answer is None:
             return self._check(seq)
@@ -159,8 +166,12 @@ class SequenceBuilder:
              order=None) -> Sequence:
         """Editing; `instruction=None` is the dropped condition (the source image stays)."""
         seq = self._start("edit")
-        self._image(seq, source, UND, train=False)
-        self._condition(seq, instruction)
+        if self.prompt_first:
+            self._condition(seq, instruction)
+            self._image(seq, source, UND, train=False)
+        else:
+            self._image(seq, source, UND, train=False)
+            self._condition(seq, instruction)
         if target is None:
             return self._open_image(seq)
         self._image(seq, target, GEN, train=True, order=order)

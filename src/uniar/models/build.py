@@ -82,4 +82,5 @@ def make_builder(model, model_cfg, text_tok, image_tok) -> SequenceBuilder:
     discrete = image_tok.kind == "discrete"
     return SequenceBuilder(text_tok, model.vocab, gen_len=getattr(model, "gen_len", image_tok.num_tokens),
                            und_len=getattr(model, "und_len", image_tok.num_tokens),
-                           discrete=discrete, max_len=model_cfg.max_seq_len)
+                           discrete=discrete, max_len=model_cfg.max_seq_len,
+                           prompt_first=model_cfg.prompt_first)

@@ -24,6 +24,9 @@ class ModelConfig:
     # how each loss component averages over the batch: "token" (every target counts once) or
     # "sequence" (every row's targets are averaged first, so a VQA row weighs what a t2i row weighs)
     loss_norm: str = "token"
+    # VQA: <vqa> Q <boi> I <eoi> <answer> A, editing: <edit> E <boi> S <eoi> <boi> I' <eoi>, so the
+    # image is read knowing what is asked of it (default: the image first, as LLaVA-style models do)
+    prompt_first: bool = False
 
 
 @dataclass
