@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uniar.config import load_config
+from uniar.config import load_config, to_dict
 from uniar.configs import resolve
+from uniar.errors import UserError
 from uniar.eval.evaluate import evaluate
 from uniar.sample.decode import SamplingConfig
 from uniar.sample.pipeline import Pipeline
@@ -39,12 +40,41 @@ ARMS = {"progressive": "progressive_vocab.enabled=true", "vanilla": "progressive
 GROUPS = {"Text": ["inv_text_ppl"], "Image-Und": ["caption_exact", "vqa_acc"], "Image-Gen": ["t2i_exact", "edit_exact"]}
 
 
-def run_one(arm: str, seed: int, args) -> dict:
-    out = Path(args.out) / f"{arm}_seed{seed}"
+def arm_config(arm: str, seed: int, args) -> TrainConfig:
     tokenizer = [f"model.image_tokenizer={args.tokenizer}"] if args.tokenizer else []
-    cfg = load_config(TrainConfig, resolve("ugen-tiny"), [
-        ARMS[arm], f"seed={seed}", f"steps={args.steps}", f"out_dir={out}", *tokenizer,
-        "eval.every=0", "checkpoint_every=0", *args.overrides])
+    return load_config(TrainConfig, resolve("ugen-tiny"), [
+        ARMS[arm], f"seed={seed}", f"steps={args.steps}", f"out_dir={Path(args.out) / f'{arm}_seed{seed}'}",
+        *tokenizer, "eval.every=0", "checkpoint_every=0", *args.overrides])
+
+
+def shared_config(cfg: TrainConfig) -> dict:
+    """What every run of the study must share: the resolved config less its arm, seed and folder."""
+    d = json.loads(json.dumps(to_dict(cfg)))
+    for key in ("seed", "out_dir"):
+        d.pop(key, None)
+    d["progressive_vocab"].pop("enabled", None)
+    return d
+
+
+def check_same_study(cfg: TrainConfig) -> None:
+    """A run added later must be the same study as the runs already saved (a preset default may have moved)."""
+    want = shared_config(cfg)
+    for path in sorted(RUNS.glob("*_seed*.json")):
+        have = json.loads(path.read_text()).get("config")
+        if have is None:
+            raise UserError(f"{path} was saved without its config (an earlier preset: 64 px, model.loss_norm=token, "
+                            f"progressive_vocab.full_at=0.3); add runs to it with those overrides from the commit "
+                            f"that made it, or start a new study with --results DIR")
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        if diff:
+            raise UserError(f"{path} is a different study: its config differs in {', '.join(diff)}; "
+                            f"use the same overrides, or --results DIR for a new study")
+
+
+def run_one(arm: str, seed: int, args) -> dict:
+    cfg = arm_config(arm, seed, args)
+    out = Path(cfg.out_dir)
+    check_same_study(cfg)
     t = time.time()
     Trainer(cfg, progress=not args.no_progress).run()
     train_s = time.time() - t
@@ -54,7 +84,8 @@ def run_one(arm: str, seed: int, args) -> dict:
     m = dict(report["metrics"])
     m["inv_text_ppl"] = 1.0 / m["text_ppl"]
     result = {"arm": arm, "seed": seed, "steps": args.steps, "train_s": train_s, "n": args.n,
-              "sampling": sampling.describe(), "overrides": args.overrides, "metrics": m}
+              "sampling": sampling.describe(), "overrides": args.overrides, "config": shared_config(cfg),
+              "metrics": m}
     write_json(RUNS / f"{arm}_seed{seed}.json", result)
     return result
 
@@ -169,4 +200,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
