@@ -115,3 +115,25 @@ def test_caption_swap_scores_what_the_drawn_colours_follow(tmp_path, tiny_vq):
     assert row["family"] == "ugen" and row["objects"] >= 3
     assert 0.0 <= row["follows_image"] + row["follows_caption"] <= 1.0  # a colour cannot be both
     assert (tmp_path / "results" / "caption_swap.md").is_file()
+
+
+def test_progressive_study_refuses_a_seed_of_another_config(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import progressive_vs_vanilla as pvv
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from uniar.errors import UserError
+
+    monkeypatch.setattr(pvv, "RUNS", tmp_path)
+    args = type("Args", (), {"tokenizer": None, "steps": 5, "out": str(tmp_path / "runs"), "overrides": []})()
+    progressive, vanilla = pvv.arm_config("progressive", 0, args), pvv.arm_config("vanilla", 1, args)
+    pvv.check_same_study(progressive)  # an empty study takes anything
+    (tmp_path / "progressive_seed0.json").write_text(json.dumps({"config": pvv.shared_config(progressive)}))
+    pvv.check_same_study(vanilla)  # the other arm and another seed are the same study
+    args.overrides = ["model.loss_norm=token"]
+    with pytest.raises(UserError, match="differs in model"):
+        pvv.check_same_study(pvv.arm_config("vanilla", 1, args))
+    (tmp_path / "vanilla_seed0.json").write_text(json.dumps({"arm": "vanilla"}))  # an earlier, config-less record
+    with pytest.raises(UserError, match="saved without its config"):
+        pvv.check_same_study(progressive)
