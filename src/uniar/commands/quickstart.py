@@ -159,7 +159,7 @@ def model_section(out: Path, preset: str, minutes: float, args, summary: dict, t
            "What it read (its caption under each image):", "", f"![captions]({preset}/eval/caption_test.png)", "",
            "What it edited (source, target, model):", "", f"![edits]({preset}/eval/edit_test.png)", ""]
     qs = [(e, q) for e in [get_example("test", i) for i in range(4)] for q in e.questions[:2]]
-    answers = pipe.vqa(render_batch([e.scene for e, _ in qs], 64), [q.question for _, q in qs])
+    answers = pipe.vqa(render_batch([e.scene for e, _ in qs], pipe.image_size), [q.question for _, q in qs])
     md += ["What it answered:", "", "| question | answer | truth |", "|---|---|---|"]
     md += [f"| {q.question} | {a} | {q.answer} |" for (_, q), a in zip(qs, answers)]
     return md + [""]
