@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchkit import run_cli
 from uniar.config import load_config, to_dict
 from uniar.configs import resolve
 from uniar.errors import UserError
@@ -200,8 +201,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))
