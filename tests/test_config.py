@@ -25,3 +25,11 @@ def test_unknown_keys_and_bad_types_are_clear_errors(tmp_path):
     bad.write_text("optim: {lrr: 1}\n")
     with pytest.raises(UserError, match="lrr"):
         load_config(TrainConfig, bad)
+
+
+def test_vqa_per_row_is_checked():
+    for bad, match in ((["data.vqa_per_row=0"], "1..5"), (["data.vqa_per_row=6"], "1..5"),
+                       (["data.vqa_per_row=3", "model.prompt_first=true"], "prompt_first")):
+        with pytest.raises(UserError, match=match):
+            apply_overrides(TrainConfig(), bad).validate()
+    apply_overrides(TrainConfig(), ["data.vqa_per_row=5"]).validate()

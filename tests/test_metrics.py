@@ -151,6 +151,11 @@ def test_edit_scores():
     targets = [scene(RED_CIRCLE), scene(RED_CIRCLE, BLUE_CROSS), scene(BLUE_CROSS)]
     edited = [scene(RED_CIRCLE), scene(RED_CIRCLE), scene(BLUE_CROSS)]
     assert edit_scores(targets, edited) == {"edit_exact": 2 / 3, "n": 3}
+    by_type = edit_scores(targets, edited, ["add", "add", "remove"])
+    assert by_type["edit_exact_add"] == 0.5 and by_type["edit_exact_remove"] == 1.0
+    assert by_type["edit_exact_move"] is None and by_type["edit_exact"] == 2 / 3
+    with pytest.raises(ValueError, match="edit type"):
+        edit_scores(targets, edited, ["add", "add", "resize"])
 
 
 def test_psnr_known_values():

@@ -48,6 +48,53 @@ def test_vqa_trains_only_the_answer():
     assert b.tok.decode([t for t, on in zip(seq.tokens, seq.targets) if on][:-1]) == "one"
 
 
+def test_vqa_follow_ups_train_each_answer_and_its_eos_and_keep_the_first_turn():
+    b = builder()
+    src = img(1, 2, 3, 4)
+    one = b.vqa(src, "what shape is at the center?", "cross")
+    many = b.vqa(src, "what shape is at the center?", "cross",
+                 follow_ups=[("how many objects are there?", "two"), ("is there a red circle?", "no")])
+    assert many.tokens[:len(one) - 1] == one.tokens[:-1]  # the first turn, up to its <eos>
+    assert many.tokens.count(b.eos) == 3 and many.tokens.count(b.answer) == 3 and len(many.spans) == 1
+    trained = [t for t, on in zip(many.tokens, many.targets) if on]
+    answers, cur = [], []
+    for t in trained:  # each answer ends with its own <eos>
+        if t == b.eos:
+            answers.append(b.tok.decode(cur))
+            cur = []
+        else:
+            cur.append(t)
+    assert answers == ["cross", "two", "no"] and not cur
+    # questions are context, never targets: the model is not taught to ask after answering
+    q = b.tok.encode("how many objects are there?")
+    start = next(i for i in range(len(many)) if many.tokens[i:i + len(q)] == q)
+    assert not any(many.targets[start:start + len(q) + 1])
+    b.prompt_first = True
+    with pytest.raises(UserError, match="image first"):
+        b.vqa(src, "what shape is at the center?", "cross", follow_ups=[("how many objects are there?", "two")])
+
+
+def test_vqa_per_row_packs_distinct_questions_of_one_scene():
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    class Pool:  # the sampler only reads codes and the split from its pool
+        split = "train"
+        source = [torch.tensor([1, 2, 3, 4])] * 8
+
+        def __len__(self):
+            return 8
+
+    b = builder()
+    for k in (1, 3, 5):
+        sampler = TaskSampler(DataConfig(vqa_per_row=k), b, Pool(), None)
+        rows = [sampler.make("vqa", np.random.default_rng(s)) for s in range(6)]
+        for row in rows:
+            asked = row.tokens.count(b.answer)
+            assert 1 <= asked <= k and (k == 1 or asked >= min(k, 4))  # every scene has >= 4 questions
+            text = b.tok.decode([t for t in row.tokens if t < b.vocab.visual_offset])
+            assert len(set(text.split("?"))) == asked + 1  # no question twice
+
+
 def test_prompts_are_prefixes_of_training_sequences():
     b = builder()
     src, tgt = img(1, 2, 3, 4), img(4, 3, 2, 1)

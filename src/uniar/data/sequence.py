@@ -148,7 +148,20 @@ class SequenceBuilder:
         self._text(seq, caption, train=True)
         return self._end(seq, train=True)
 
-    def vqa(self, image: ImageData, question: str, answer: str | None = None) -> Sequence:
+    def vqa(self, image: ImageData, question: str, answer: str | None = None,
+            follow_ups: Seq[tuple[str, str]] = ()) -> Sequence:
+        """Visual question answering; `answer=None` makes a prompt.
+
+        `follow_ups`: more (question, answer) pairs about the same image, each after the previous
+        answer's <eos> (DataConfig.vqa_per_row). Only answers and their <eos> are trained, so the
+        first turn is exactly the one-question row a prompt continues, and the model never learns to
+        write a question after an answer.
+        """
+        if follow_ups and self.prompt_first:
+            raise UserError("several questions per VQA row need the image first; "
+                            "set data.vqa_per_row=1 or model.prompt_first=false")
+        if follow_ups and answer is None:
+            raise ValueError("follow-up questions need the first question's answer")
         seq = self._start("vqa")
         if self.prompt_first:
             self._text(seq, question, train=False)
@@ -160,6 +173,11 @@ class SequenceBuilder:
         if answer is None:
             return self._check(seq)
         self._text(seq, answer, train=True)
+        for q, a in follow_ups:
+            self._push(seq, self.eos, train=True)
+            self._text(seq, q, train=False)
+            self._push(seq, self.answer, train=False)
+            self._text(seq, a, train=True)
         return self._end(seq, train=True)
 
     def edit(self, source: ImageData, instruction: str | None, target: ImageData | None = None,

@@ -30,6 +30,9 @@ class DataConfig:
     cond_drop: float = 0.1  # t2i/edit: condition replaced by <uncond> (classifier-free guidance)
     text_window: int = 64  # tokens per text-only training sequence
     order: str = "raster"  # image token order for generated images: raster | random
+    # questions about one image per VQA training row (1: one question, as sampling asks; up to 5,
+    # one of each type the scene allows). The image is paid for once and read for every answer.
+    vqa_per_row: int = 1
 
 
 class TaskSampler:
@@ -88,8 +91,13 @@ class TaskSampler:
         if task == "caption":
             return self.builder.caption(self.und_image(i, ex.scene), ex.caption)
         if task == "vqa":
-            q = ex.questions[int(rng.integers(0, len(ex.questions)))]
-            return self.builder.vqa(self.und_image(i, ex.scene), q.question, q.answer)
+            if self.cfg.vqa_per_row == 1:
+                picked = [ex.questions[int(rng.integers(0, len(ex.questions)))]]
+            else:  # a random subset in random order
+                k = min(self.cfg.vqa_per_row, len(ex.questions))
+                picked = [ex.questions[j] for j in rng.permutation(len(ex.questions))[:k]]
+            return self.builder.vqa(self.und_image(i, ex.scene), picked[0].question, picked[0].answer,
+                                    follow_ups=[(q.question, q.answer) for q in picked[1:]])
         if task == "edit":
             instruction = None if rng.random() < self.cfg.cond_drop else ex.edit.instruction
             return self.builder.edit(self.und_image(i, ex.scene), instruction, self.image(i, "target"),

@@ -80,7 +80,8 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
     if "edit" in tasks:
         instructions = [e.edit.instruction for e in examples]
         edited = pipe.edit(images, instructions, sampling)
-        _merge(metrics, "edit", scores.edit_scores([e.edit.target for e in examples], parse_images(edited)))
+        _merge(metrics, "edit", scores.edit_scores([e.edit.target for e in examples], parse_images(edited),
+                                                      [e.edit.type for e in examples]))
         if out:
             targets = render_batch([e.edit.target for e in examples[:16]], size)
             tiles = np.stack([x for trio in zip(images[:16], targets, edited[:16]) for x in trio])

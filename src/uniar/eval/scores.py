@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from uniar.data.shapesworld.edits import EDIT_TYPES
 from uniar.data.shapesworld.questions import QUESTION_TYPES
 from uniar.data.shapesworld.spec import Scene
 from uniar.data.shapesworld.text import NotCanonicalCaption, caption, parse_caption
@@ -157,11 +158,24 @@ def vqa_scores(types: Sequence[str], predictions: Sequence[str], answers: Sequen
 # --------------------------------------------------------------------------- editing
 
 
-def edit_scores(target_scenes: Sequence[Scene], edited_scenes: Sequence[Scene]) -> dict:
-    """`edit_exact`: fraction of edited images whose parsed scene equals the target scene."""
+def edit_scores(target_scenes: Sequence[Scene], edited_scenes: Sequence[Scene],
+                types: Sequence[str] | None = None) -> dict:
+    """`edit_exact`: fraction of edited images whose parsed scene equals the target scene.
+
+    With `types` (each edit's type, one of `EDIT_TYPES`) also `edit_exact_<type>`; a type with no
+    edits in the set gets None.
+    """
     n = _check_pairs(target_scenes, edited_scenes, "target scenes", "edited scenes")
-    exact = sum(want == got for want, got in zip(target_scenes, edited_scenes))
-    return {"edit_exact": exact / n, "n": n}
+    hits = [want == got for want, got in zip(target_scenes, edited_scenes)]
+    out = {"edit_exact": sum(hits) / n, "n": n}
+    if types is not None:
+        if len(types) != n or not set(types) <= set(EDIT_TYPES):
+            raise ValueError(f"need one edit type of {EDIT_TYPES} per edit, got {sorted(set(types))} "
+                             f"for {n} edits")
+        for t in EDIT_TYPES:
+            mine = [h for h, tt in zip(hits, types) if tt == t]
+            out[f"edit_exact_{t}"] = sum(mine) / len(mine) if mine else None
+    return out
 
 
 # --------------------------------------------------------------------------- tokenizers

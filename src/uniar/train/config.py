@@ -82,6 +82,12 @@ class TrainConfig:
             raise UserError(f"stage fractions must add up to 1, got {total}")
         if self.model.family not in ("ugen", "unifluid"):
             raise UserError(f"model.family must be ugen or unifluid, got {self.model.family!r}")
+        if not 1 <= self.data.vqa_per_row <= 5:
+            raise UserError(f"data.vqa_per_row must be 1..5 (a scene has at most 5 questions), "
+                            f"got {self.data.vqa_per_row}")
+        if self.data.vqa_per_row > 1 and self.model.prompt_first:
+            raise UserError("data.vqa_per_row > 1 needs the image before the questions; "
+                            "set model.prompt_first=false")
 
     def stage_at(self, step: int) -> tuple[int, StageConfig, int]:
         """(stage index, stage, first step of that stage) for optimizer step `step`."""
