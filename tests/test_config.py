@@ -33,3 +33,11 @@ def test_vqa_per_row_is_checked():
         with pytest.raises(UserError, match=match):
             apply_overrides(TrainConfig(), bad).validate()
     apply_overrides(TrainConfig(), ["data.vqa_per_row=5"]).validate()
+
+
+def test_softmax_switch_is_ugen_only():
+    from uniar.models.build import build_model
+    from uniar.train.config import ModelConfig
+
+    with pytest.raises(UserError, match="UGen only"):
+        build_model(ModelConfig(family="unifluid", softmax="per_modality"), None, None)

@@ -68,6 +68,32 @@ def test_sequence_loss_norm_averages_rows_and_survives_micro_batching(tmp_path, 
     np.testing.assert_allclose(losses(tmp_path / "grouped"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
 
 
+def test_per_modality_softmax_is_the_likelihood_the_sampler_draws_from():
+    """softmax=per_modality: a text target's CE is over text ids, a visual target's over visual ids."""
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=16)
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    rng = np.random.default_rng(0)
+    batch = collate([b.t2i("a prompt", ImageData(codes=rng.integers(0, 16, 8))),
+                     b.text("some plain text for the model")], pad_id=0)
+    off = model.vocab.visual_offset
+    with torch.no_grad():
+        full = model.loss(batch).components["ce"]
+        model.softmax = "per_modality"
+        per = model.loss(batch)
+        sel = model._targets(batch, None)
+        logits = model.logits(model.hidden(model.embed(batch.ids), batch.positions, None)[:, :-1][sel])
+        target = batch.ids[:, 1:][sel]
+        visual = target >= off
+        want = (torch.nn.functional.cross_entropy(logits[visual][:, off:], target[visual] - off, reduction="sum")
+                + torch.nn.functional.cross_entropy(logits[~visual][:, :off], target[~visual], reduction="sum"))
+    assert visual.any() and (~visual).any()
+    torch.testing.assert_close(per.components["ce"], want, rtol=1e-5, atol=1e-5)
+    assert float(per.components["ce"]) < float(full)  # the other modality's mass is no longer lost
+    with pytest.raises(Exception, match="model.softmax"):
+        type(model)(model.backbone, model.vocab, softmax="text_only")
+
+
 def test_image_size_that_the_tokenizer_does_not_read_is_a_clear_error(tmp_path, tiny_vq):
     from uniar.errors import UserError
 

@@ -42,8 +42,11 @@ def build_model(model_cfg, text_tok, image_tok):
             raise UserError("UGen needs a discrete (VQ) image tokenizer; got a continuous one")
         vocab = Vocabulary.from_tokenizer(text_tok, n_visual=image_tok.codebook_size)
         backbone = build_backbone(model_cfg.backbone, vocab.size)
-        return UGen(backbone, vocab, loss_norm=model_cfg.loss_norm)
+        return UGen(backbone, vocab, loss_norm=model_cfg.loss_norm, softmax=model_cfg.softmax)
     if model_cfg.family == "unifluid":
+        if model_cfg.softmax != "full":
+            raise UserError("model.softmax applies to UGen only: UniFluid's softmax has no visual ids "
+                            "(its images go through the diffusion head); leave it at full")
         return build_unifluid(model_cfg, text_tok, image_tok)
     raise UserError(f"model family {model_cfg.family!r} is not available; use ugen or unifluid")
 

@@ -13,16 +13,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from uniar.data.sequence import GEN, UND, Batch
+from uniar.errors import UserError
 from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
+
+
+# What a target's softmax normalises over (ModelConfig.softmax): the whole vocabulary, or the ids the
+# sampler may emit at that position (visual ids inside an image span, text ids outside).
+SOFTMAXES = ("full", "per_modality")
 
 
 class UGen(nn.Module):
     family = "ugen"
 
-    def __init__(self, backbone: nn.Module, vocab: Vocabulary, loss_norm: str = "token"):
+    def __init__(self, backbone: nn.Module, vocab: Vocabulary, loss_norm: str = "token",
+                 softmax: str = "full"):
         super().__init__()
         self.loss_norm = check_loss_norm(loss_norm)
+        if softmax not in SOFTMAXES:
+            raise UserError(f"model.softmax must be one of {SOFTMAXES}, got {softmax!r}")
+        self.softmax = softmax
         if backbone.vocab_size < vocab.size:
             backbone.extend_vocab(vocab.size)
         self.backbone = backbone
@@ -48,6 +58,16 @@ class UGen(nn.Module):
         if progressive is not None:
             targets_on = progressive.apply_targets(batch.ids, batch.targets, self.vocab.visual_offset)
         return targets_on[:, 1:] & batch.mask[:, 1:]
+
+    def modality_mask(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """-inf on the ids of the other modality: text ids for a visual target, visual ids otherwise.
+
+        The sampler emits only visual ids inside an image span and only text ids outside one, so
+        these logits are the distribution it draws each target from.
+        """
+        visual_id = torch.arange(logits.shape[-1], device=logits.device) >= self.vocab.visual_offset
+        other = (target >= self.vocab.visual_offset)[:, None] != visual_id[None, :]
+        return logits.masked_fill(other, float("-inf"))
 
     def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
         """What each loss component's sum over `batch` is divided by (targets, or rows: loss_norm)."""
@@ -76,7 +96,10 @@ class UGen(nn.Module):
         logits = self.logits(hidden[:, :-1][sel])
         if bias is not None:
             logits = logits + bias
-        ce = F.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
+        target = ids[:, 1:][sel]
+        if self.softmax == "per_modality":
+            logits = self.modality_mask(logits, target)
+        ce = F.cross_entropy(logits, target, reduction="none")
 
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
         row_sums = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, ce.detach().float())

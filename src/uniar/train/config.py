@@ -27,6 +27,10 @@ class ModelConfig:
     # VQA: <vqa> Q <boi> I <eoi> <answer> A, editing: <edit> E <boi> S <eoi> <boi> I' <eoi>, so the
     # image is read knowing what is asked of it (default: the image first, as LLaVA-style models do)
     prompt_first: bool = False
+    # UGen: what each target's softmax normalises over. "full": the whole unified vocabulary (one
+    # head, as the paper). "per_modality": the ids the sampler may emit there, visual ids for an
+    # image token and text ids elsewhere, so the loss is the likelihood of what is sampled.
+    softmax: str = "full"
 
 
 @dataclass
