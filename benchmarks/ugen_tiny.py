@@ -113,6 +113,10 @@ def main(argv=None) -> int:
         results["text_only"] = {"steps": text_cfg.steps, "text_sequences": rows, "text_ppl": ppl_text,
                                 "train_s": time.time() - t}
         results["text_ppl_ratio"] = results["test"]["text_ppl"] / ppl_text
+        if "text_ppl_text_ids" in results["test"]:  # softmax=full: also the ratio over text ids only
+            ids_only = heldout_perplexity(text_pipe, softmax="per_modality")
+            results["text_only"]["text_ppl_text_ids"] = ids_only
+            results["text_ppl_ratio_text_ids"] = results["test"]["text_ppl_text_ids"] / ids_only
 
     results["run_folder"] = str(out)
     res = Path(args.results)
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
 def markdown(r: dict) -> str:
     keys = ["t2i_exact", "t2i_recall", "t2i_precision", "caption_exact", "caption_f1", "cider", "bleu4",
             "vqa_acc", "vqa_acc_color", "vqa_acc_shape", "vqa_acc_count", "vqa_acc_exists", "vqa_acc_where",
-            "edit_exact", "fid_sw", "text_ppl"]
+            "edit_exact", "edit_exact_recolor", "edit_exact_move", "edit_exact_remove", "edit_exact_add",
+            "fid_sw", "text_ppl", "text_ppl_text_ids"]
     lines = ["# ugen-tiny on ShapesWorld", "",
              f"Recipe: `{r['recipe']}`", "",
              f"Training: {r['recipe']['steps']} steps in {r['wall']['train_s'] / 60:.1f} min on this machine (periodic evaluations not counted).", "",
@@ -138,6 +143,10 @@ def markdown(r: dict) -> str:
         lines += ["", f"Text-only model with the same text budget ({t['text_sequences']} sequences, "
                   f"{t['steps']} steps): held-out perplexity {t['text_ppl']:.3f}; unified / text-only = "
                   f"{r['text_ppl_ratio']:.3f} (target ≤ 1.10)."]
+        if "text_ppl_ratio_text_ids" in r:
+            lines += ["", f"Over text ids only (the softmax the sampler draws text from; `model.softmax="
+                      f"per_modality` trains with it): text-only {t['text_ppl_text_ids']:.3f}, ratio "
+                      f"{r['text_ppl_ratio_text_ids']:.3f}."]
     lines += ["", f"Learning curve on `val`: {r['run_folder']}/unified/metrics.png and eval.jsonl."]
     return "\n".join(lines) + "\n"
 

@@ -94,6 +94,22 @@ def test_per_modality_softmax_is_the_likelihood_the_sampler_draws_from():
         type(model)(model.backbone, model.vocab, softmax="text_only")
 
 
+def test_heldout_perplexity_over_text_ids_only():
+    from types import SimpleNamespace
+
+    from uniar.eval.evaluate import heldout_perplexity
+
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=64).eval()
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    pipe = SimpleNamespace(model=model, builder=b, text_tok=text_tokenizer())
+    full = heldout_perplexity(pipe, windows=8)
+    ids_only = heldout_perplexity(pipe, windows=8, softmax="per_modality")
+    assert ids_only < full and model.softmax == "full"  # the mass on visual ids is gone; the switch is restored
+    model.softmax = "per_modality"
+    assert heldout_perplexity(pipe, windows=8) == pytest.approx(ids_only)
+
+
 def test_image_size_that_the_tokenizer_does_not_read_is_a_clear_error(tmp_path, tiny_vq):
     from uniar.errors import UserError
 

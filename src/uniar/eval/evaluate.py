@@ -89,6 +89,8 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
             save_image(out / f"edit_{split}.png", image_grid(tiles, labels, cols=6))
     if "text" in tasks:
         metrics["text_ppl"] = heldout_perplexity(pipe, windows=text_windows)
+        if getattr(pipe.model, "softmax", None) == "full":  # UGen: also over the ids the sampler emits in text
+            metrics["text_ppl_text_ids"] = heldout_perplexity(pipe, windows=text_windows, softmax="per_modality")
 
     timing["wall_s"] = time.time() - t_start
     report = {"split": split, "n": n, "checkpoint": checkpoint, "sampling": sampling.describe(),
@@ -109,14 +111,28 @@ def _merge(metrics: dict, task: str, scored: dict) -> None:
 
 
 @torch.no_grad()
-def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: int = 32) -> float:
-    """Perplexity of the model on held-out text (the corpus's held-out slice), in the training format."""
+def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: int = 32,
+                       softmax: str | None = None) -> float:
+    """Perplexity of the model on held-out text (the corpus's held-out slice), in the training format.
+
+    `softmax` (UGen): measure with this `model.softmax` instead of the model's own; "per_modality"
+    gives the perplexity over text ids only, the distribution the sampler draws text from.
+    """
     from uniar.data.corpus import corpus_documents, token_stream
 
+    model = pipe.model
+    if softmax is not None and softmax != getattr(model, "softmax", None):
+        if not hasattr(model, "softmax"):
+            raise UserError("only UGen models have a softmax choice to measure perplexity with")
+        own = model.softmax
+        model.softmax = softmax
+        try:
+            return heldout_perplexity(pipe, windows, length, batch_size)
+        finally:
+            model.softmax = own
     ids = token_stream(pipe.text_tok, corpus_documents("heldout"), add_bos=False)
     starts = np.linspace(0, len(ids) - length - 1, num=min(windows, max(1, len(ids) // length)), dtype=int)
     total, count = 0.0, 0
-    model = pipe.model
     # the per-task sums are plain token sums whatever model.loss_norm weighs the training loss by
     key = "ce_text" if getattr(model, "continuous", False) else "text"
     for i in range(0, len(starts), batch_size):
