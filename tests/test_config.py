@@ -41,3 +41,5 @@ def test_softmax_switch_is_ugen_only():
 
     with pytest.raises(UserError, match="UGen only"):
         build_model(ModelConfig(family="unifluid", softmax="per_modality"), None, None)
+    with pytest.raises(UserError, match="UGen's switch"):
+        build_model(ModelConfig(family="unifluid", image_pos_embed=True), None, None)

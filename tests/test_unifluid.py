@@ -240,6 +240,23 @@ def test_vae_understanding_encoder_reads_the_latents():
     assert float(model.und.projector[0].weight.grad.abs().sum()) > 0
 
 
+def test_und_position_embedding_tells_the_model_where_each_read_token_sits():
+    lat = torch.randn(N, D)
+    b = builder_for(tiny_model(und="vae"))
+    rows = [b.caption(ImageData(latents=lat), "a caption"),
+            b.caption(ImageData(latents=lat.flip(0)), "a caption")]  # the same tokens, reversed
+    for on in (False, True):
+        model = tiny_model(und="vae", und_pos_embed=on)
+        assert (model.und_pos is not None) == on
+        with torch.no_grad():
+            x = [model.embed(collate([r], pad_id=0).ids, collate([r], pad_id=0)) for r in rows]
+        und = collate([rows[0]], pad_id=0).role[0] == UND
+        same = torch.allclose(x[0][0, und].sort(0).values, x[1][0, und].sort(0).values, atol=1e-6)
+        assert same != on  # without it a permuted image reads as the same set of inputs
+    model.loss(collate(rows, pad_id=0)).components["ce"].backward()
+    assert float(model.und_pos.weight.grad.abs().sum()) > 0
+
+
 def test_token_grouping_round_trips_and_groups_neighbours():
     model = tiny_model(token_group=2)
     assert model.gen_len == 2 and model.token_dim == 4 * D

@@ -27,7 +27,9 @@ class UGen(nn.Module):
     family = "ugen"
 
     def __init__(self, backbone: nn.Module, vocab: Vocabulary, loss_norm: str = "token",
-                 softmax: str = "full"):
+                 softmax: str = "full", image_len: int = 0):
+        """image_len > 0: a learned embedding of each image token's index in its image (0..image_len-1)
+        is added to its input (ModelConfig.image_pos_embed); 0: none, as the paper."""
         super().__init__()
         self.loss_norm = check_loss_norm(loss_norm)
         if softmax not in SOFTMAXES:
@@ -37,11 +39,28 @@ class UGen(nn.Module):
             backbone.extend_vocab(vocab.size)
         self.backbone = backbone
         self.vocab = vocab
+        self.image_pos = None
+        if image_len:
+            self.image_pos = nn.Embedding(image_len, backbone.hidden_size)
+            with torch.no_grad():  # at the scale of the token embeddings, so neither drowns the other
+                scale = float(backbone.embed(torch.arange(min(vocab.size, 4096))).float().std())
+                nn.init.normal_(self.image_pos.weight, std=scale)
 
     # ---- shared pieces (the sampler uses these too) ------------------------------------------------
 
-    def embed(self, ids: torch.Tensor, batch: Batch | None = None) -> torch.Tensor:
-        return self.backbone.embed(ids)
+    def embed(self, ids: torch.Tensor, batch: Batch | None = None,
+              image_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings; with image-position embeddings, each image token's index in its image
+        comes from `batch.image_pos`, or from `image_pos` ((B,T) long, -1 off images) when decoding."""
+        x = self.backbone.embed(ids)
+        if self.image_pos is None:
+            return x
+        pos = batch.image_pos if batch is not None else image_pos
+        if pos is None:
+            raise ValueError("this UGen adds image-position embeddings: embed() needs a batch or image_pos")
+        pos = pos.to(ids.device)
+        on = pos >= 0
+        return x + (self.image_pos(pos.clamp(min=0)) * on[..., None]).to(x.dtype)
 
     def hidden(self, embeds, positions, mask, cache=None):
         return self.backbone(embeds, positions, mask, cache)

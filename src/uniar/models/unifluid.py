@@ -54,6 +54,11 @@ class UniFluidConfig:
     # learned image-position embeddings added to the inputs: of the next token to predict and of
     # the token itself (current_and_next), of the next only, or none (raster order only)
     image_pos_embed: Literal["current_and_next", "next", "none"] = "current_and_next"
+    # a learned embedding of each understanding token's index in its image, added after the
+    # projector. The vae encoder's tokens carry no position of their own (builtin and SigLIP add
+    # theirs inside the encoder), so without it the model can only count from <boi> to know which
+    # cell a token shows. false = none (the paper is silent).
+    und_pos_embed: bool = False
     # training only: Gaussian noise of std sigma ~ U(0, input_noise), one sigma per sequence, added to
     # the GEN latents the backbone *reads* (the head's targets stay clean). Free-running sampling
     # feeds the model its own imperfect tokens; a model trained on clean ones learns to copy colour
@@ -114,6 +119,7 @@ class UniFluid(nn.Module):
         self.head = DiffusionHead(cfg.head)
         self.und = und_encoder
         self.und_len = und_encoder.num_tokens
+        self.und_pos = nn.Embedding(self.und_len, hidden) if cfg.und_pos_embed else None
         self.img_mask = vocab.sid("<img_mask>")
         self._init_inputs()
 
@@ -125,7 +131,7 @@ class UniFluid(nn.Module):
             scale = float(self.backbone.embed(ids).float().std())
             nn.init.normal_(self.in_proj.weight, std=scale / self.token_dim ** 0.5)
             nn.init.zeros_(self.in_proj.bias)
-            for emb in (self.cur_pos, self.next_pos):
+            for emb in (self.cur_pos, self.next_pos, self.und_pos):
                 if emb is not None:
                     nn.init.normal_(emb.weight, std=scale)
             if self.drop_embed is not None:
@@ -228,6 +234,8 @@ class UniFluid(nn.Module):
         slot[torch.tensor(used, device=x.device)] = torch.arange(len(used), device=x.device)
         x = x.clone()
         x[und] = feats[slot[index], batch.image_pos[und]].to(x.dtype)
+        if self.und_pos is not None:
+            x[und] = x[und] + self.und_pos(batch.image_pos[und]).to(x.dtype)
         return x
 
     def _check_order(self, batch: Batch) -> None:

@@ -278,9 +278,13 @@ class Decoder:
             feed = feed.to(dev)[:, None]
             mask = torch.cat([mask, torch.ones(n_rows, 1, dtype=torch.bool, device=dev)], dim=1)
             with autocast:
-                embeds = self.model.embed(feed)
                 if self.continuous:
+                    embeds = self.model.embed(feed)
                     embeds = self._image_inputs(embeds, images, drawn, drawn_count, entering, guided)
+                else:  # a drawn visual id sits at its index in the image (UGen's image_pos_embed)
+                    pos = torch.where(drawn, drawn_count, -1)
+                    pos = (torch.cat([pos, pos]) if guided else pos).to(dev)[:, None]
+                    embeds = self.model.embed(feed, image_pos=pos)
                 hidden = self.model.hidden(embeds, next_pos[:, None], mask, cache)
             last = hidden[:, -1]
             next_pos = next_pos + 1

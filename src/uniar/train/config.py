@@ -31,6 +31,10 @@ class ModelConfig:
     # head, as the paper). "per_modality": the ids the sampler may emit there, visual ids for an
     # image token and text ids elsewhere, so the loss is the likelihood of what is sampled.
     softmax: str = "full"
+    # UGen: add a learned embedding of each image token's index in its image (0..N-1) to its input,
+    # so the model knows which cell a token shows without counting from <boi> (the paper is silent;
+    # false = none, only the backbone's 1-D positions). UniFluid: model.unifluid.image_pos_embed.
+    image_pos_embed: bool = False
 
 
 @dataclass
