@@ -43,3 +43,10 @@ def test_softmax_switch_is_ugen_only():
         build_model(ModelConfig(family="unifluid", softmax="per_modality"), None, None)
     with pytest.raises(UserError, match="UGen's switch"):
         build_model(ModelConfig(family="unifluid", image_pos_embed=True), None, None)
+
+
+def test_vqa_type_weights_are_checked():
+    for bad in (["data.vqa_type_weights={colour: 1}"], ["data.vqa_type_weights={exists: -1}"],
+                ["data.vqa_type_weights={exists: 0}"]):
+        with pytest.raises(UserError, match="vqa_type_weights"):
+            apply_overrides(TrainConfig(), bad).validate()

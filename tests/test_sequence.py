@@ -95,6 +95,36 @@ def test_vqa_per_row_packs_distinct_questions_of_one_scene():
             assert len(set(text.split("?"))) == asked + 1  # no question twice
 
 
+def test_vqa_type_weights_steer_which_questions_are_asked():
+    from collections import Counter
+
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    class Pool:
+        split = "train"
+        source = [torch.tensor([1, 2, 3, 4])] * 40
+
+        def __len__(self):
+            return 40
+
+    b = builder()
+
+    def asked(weights):
+        sampler = TaskSampler(DataConfig(vqa_type_weights=weights), b, Pool(), None)
+        kinds = Counter()
+        for s in range(300):
+            text = b.tok.decode([t for t in sampler.make("vqa", np.random.default_rng(s)).tokens
+                                 if t < b.vocab.visual_offset])
+            kinds["count" if "how many" in text else "exists" if "is there" in text else
+                  "where" if "where is" in text else "color" if "what color" in text else "shape"] += 1
+        return kinds
+
+    only = asked({"exists": 1.0})
+    assert set(only) == {"exists"}
+    tilted = asked({"exists": 4.0, "count": 1.0})
+    assert set(tilted) == {"exists", "count"} and tilted["exists"] > 2.5 * tilted["count"]
+
+
 def test_prompts_are_prefixes_of_training_sequences():
     b = builder()
     src, tgt = img(1, 2, 3, 4), img(4, 3, 2, 1)

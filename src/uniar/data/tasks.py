@@ -7,7 +7,7 @@ uninterrupted one would, and data-parallel ranks take disjoint rows of the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ class DataConfig:
     # questions about one image per VQA training row (1: one question, as sampling asks; up to 5,
     # one of each type the scene allows). The image is paid for once and read for every answer.
     vqa_per_row: int = 1
+    # how often each question type is asked in VQA training rows, relative to the others; a type
+    # not named is not asked (a scene has one question of each type it allows, 4 or 5). Empty:
+    # uniform over the scene's questions. Evaluation always asks every question of every scene.
+    vqa_type_weights: dict = field(default_factory=dict)
 
 
 class TaskSampler:
@@ -91,11 +95,7 @@ class TaskSampler:
         if task == "caption":
             return self.builder.caption(self.und_image(i, ex.scene), ex.caption)
         if task == "vqa":
-            if self.cfg.vqa_per_row == 1:
-                picked = [ex.questions[int(rng.integers(0, len(ex.questions)))]]
-            else:  # a random subset in random order
-                k = min(self.cfg.vqa_per_row, len(ex.questions))
-                picked = [ex.questions[j] for j in rng.permutation(len(ex.questions))[:k]]
+            picked = self.pick_questions(ex.questions, rng)
             return self.builder.vqa(self.und_image(i, ex.scene), picked[0].question, picked[0].answer,
                                     follow_ups=[(q.question, q.answer) for q in picked[1:]])
         if task == "edit":
@@ -105,6 +105,19 @@ class TaskSampler:
         # interleaved: a caption, its image, an edit instruction, the edited image
         parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]
         return self.builder.interleaved(parts, orders=[None, self.order(rng), None, self.order(rng)])
+
+    def pick_questions(self, questions: list, rng: np.random.Generator) -> list:
+        """The questions of one VQA training row: data.vqa_per_row of them, drawn by type weight."""
+        k = min(self.cfg.vqa_per_row, len(questions))
+        if not self.cfg.vqa_type_weights:
+            if k == 1:
+                return [questions[int(rng.integers(0, len(questions)))]]
+            return [questions[j] for j in rng.permutation(len(questions))[:k]]  # random subset, random order
+        w = np.array([float(self.cfg.vqa_type_weights.get(q.type, 0.0)) for q in questions])
+        if w.sum() <= 0:  # none of this scene's types is weighted: fall back to uniform
+            w = np.ones(len(questions))
+        k = min(k, int((w > 0).sum()))
+        return [questions[j] for j in rng.choice(len(questions), size=k, replace=False, p=w / w.sum())]
 
     def batch(self, weights: dict[str, float], n: int, seed: int, step: int) -> list[Sequence]:
         tasks = [t for t, w in weights.items() if w > 0]

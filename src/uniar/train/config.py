@@ -93,6 +93,15 @@ class TrainConfig:
         if not 1 <= self.data.vqa_per_row <= 5:
             raise UserError(f"data.vqa_per_row must be 1..5 (a scene has at most 5 questions), "
                             f"got {self.data.vqa_per_row}")
+        from uniar.data.shapesworld.questions import QUESTION_TYPES
+
+        bad = {t: w for t, w in self.data.vqa_type_weights.items()
+               if t not in QUESTION_TYPES or not isinstance(w, (int, float)) or w < 0}
+        if bad:
+            raise UserError(f"data.vqa_type_weights: {bad} is not valid; keys are question types "
+                            f"({', '.join(QUESTION_TYPES)}), values weights >= 0")
+        if self.data.vqa_type_weights and not any(w > 0 for w in self.data.vqa_type_weights.values()):
+            raise UserError("data.vqa_type_weights needs at least one positive weight")
         if self.data.vqa_per_row > 1 and self.model.prompt_first:
             raise UserError("data.vqa_per_row > 1 needs the image before the questions; "
                             "set model.prompt_first=false")
