@@ -42,9 +42,7 @@ class UGen(nn.Module):
         self.image_pos = None
         if image_len:
             self.image_pos = nn.Embedding(image_len, backbone.hidden_size)
-            with torch.no_grad():  # at the scale of the token embeddings, so neither drowns the other
-                scale = float(backbone.embed(torch.arange(min(vocab.size, 4096))).float().std())
-                nn.init.normal_(self.image_pos.weight, std=scale)
+            nn.init.normal_(self.image_pos.weight, std=backbone.embedding_std())
 
     # ---- shared pieces (the sampler uses these too) ------------------------------------------------
 

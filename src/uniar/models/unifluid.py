@@ -127,8 +127,7 @@ class UniFluid(nn.Module):
         # Image inputs start at the scale of the backbone's text embeddings (latents are unit-variance
         # per dim), so neither kind of input drowns the other in the residual stream.
         with torch.no_grad():
-            ids = torch.arange(min(self.vocab.size, 4096), device=self.in_proj.weight.device)
-            scale = float(self.backbone.embed(ids).float().std())
+            scale = self.backbone.embedding_std()
             nn.init.normal_(self.in_proj.weight, std=scale / self.token_dim ** 0.5)
             nn.init.zeros_(self.in_proj.bias)
             for emb in (self.cur_pos, self.next_pos, self.und_pos):

@@ -73,6 +73,13 @@ class Backbone(nn.Module, ABC):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B,T) -> input embeddings (B,T,H), exactly as the model itself would embed them."""
 
+    @torch.no_grad()
+    def embedding_std(self, n_ids: int = 4096) -> float:
+        """Std of the first `n_ids` token embeddings: the scale new input embeddings start at, so
+        that neither they nor the token embeddings drown the other in the residual stream."""
+        device = next(self.parameters()).device
+        return float(self.embed(torch.arange(min(self.vocab_size, n_ids), device=device)).float().std())
+
     @abstractmethod
     def forward(
         self,
