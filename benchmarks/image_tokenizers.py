@@ -82,6 +82,7 @@ def score(tokenizer, test_images: np.ndarray, test_scenes) -> tuple[dict, np.nda
         "psnr": psnr(test_images, recon),
         "encode_decode_img_per_s": round(len(test_images) / seconds, 1),
         "failures": [i for i, (got, want) in enumerate(zip(parsed, test_scenes)) if got != want],
+        **locality(tokenizer, test_scenes, test_images.shape[1]),
     }
     if tokenizer.kind == "discrete":
         usage = code_usage(tokenizer, test_images)
@@ -95,6 +96,41 @@ def score(tokenizer, test_images: np.ndarray, test_scenes) -> tuple[dict, np.nda
         out["normalize"] = tokenizer.normalize
         out["token_std_range_test"] = [round(std.min().item(), 3), round(std.max().item(), 3)]
     return out, recon
+
+
+def locality(tokenizer, test_scenes, size: int, n: int = 200) -> dict:
+    """How far one object's presence reaches into the tokens: remove an object from a scene and see
+    which tokens change. `near` tokens cover the object's grid cell; `far` tokens are a whole token
+    or more away from it (a local encoder with an 8-px halo may still change the ones in between).
+    A model that must find an object by what it looks like needs its tokens to change near it
+    only (docs/image_tokenizers.md)."""
+    from uniar.data.shapesworld.render import render
+    from uniar.data.shapesworld.spec import Scene
+
+    picked = [sc for sc in test_scenes if len(sc.objects) >= 2][:n]
+    full = np.stack([render(sc, size) for sc in picked])
+    less = np.stack([render(Scene(sc.objects[:-1], sc.jitter[:-1]), size) for sc in picked])
+    with torch.no_grad():
+        a, b = tokenizer.encode(to_model(full)), tokenizer.encode(to_model(less))
+    grid = int(round(a.shape[1] ** 0.5))
+    patch = size / grid
+    change = (a != b).float() if tokenizer.kind == "discrete" else (a - b).abs().mean(-1)
+    near, far = [], []
+    for k, sc in enumerate(picked):
+        cell = sc.objects[-1].cell
+        r0, c0 = (cell // 3) * size / 3, (cell % 3) * size / 3  # the cell's top-left pixel
+        for t in range(grid * grid):
+            y, x = (t // grid) * patch, (t % grid) * patch
+            # gap in pixels between this token's patch and the cell, per axis
+            gap = max(max(r0 - (y + patch), y - (r0 + size / 3), 0), max(c0 - (x + patch), x - (c0 + size / 3), 0))
+            if y + patch > r0 and y < r0 + size / 3 and x + patch > c0 and x < c0 + size / 3:
+                near.append(change[k, t].item())
+            elif gap >= patch:
+                far.append(change[k, t].item())
+    near_mean, far_mean = float(np.mean(near)), float(np.mean(far))
+    out = {"locality_scenes": len(picked), "near_change": round(near_mean, 4), "far_change": round(far_mean, 4),
+           "far_over_near": round(far_mean / max(near_mean, 1e-12), 4)}
+    return out
 
 
 def split_scores(parsed, truth) -> dict:
@@ -135,11 +171,14 @@ def write_report(result: dict, path: Path) -> None:
         "`recon_exact`: the scene parser reads the reconstruction back as exactly the original scene "
         f"(the parser scores {result['parser_on_clean']:.1%} on the clean test images). A novel pair is a "
         "(color, shape) pair never shown in `train` (red cross, green circle, blue triangle, yellow square). "
-        "Training is budgeted in wall time on a shared machine, so the step count says more than the minutes.",
+        "Training is budgeted in wall time on a shared machine, so the step count says more than the minutes. "
+        "`far / near change`: remove one object from 2- and 3-object scenes; the mean change of the tokens a "
+        "token or more away from its cell over that of the tokens on it (codes that differ, for the VQ; mean "
+        "absolute latent change, for the KL). 0 is a local tokenizer.",
         "",
         "| tokenizer | recon_exact | with / without a novel pair | recall small / large | shape acc | color acc | "
-        "PSNR (dB) | codes used | perplexity | train time | steps | images seen |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "PSNR (dB) | codes used | perplexity | far / near change | train time | steps | images seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, r in result["tokenizers"].items():
         t = r.get("training", {})
@@ -150,7 +189,8 @@ def write_report(result: dict, path: Path) -> None:
             f"{r['recon_exact_without_novel_pair']:.1%} | "
             f"{r['recon_recall_small']:.1%} / {r['recon_recall_large']:.1%} | "
             f"{r['recon_acc_shape']:.1%} | "
-            f"{r['recon_acc_color']:.1%} | {r['psnr']:.2f} | {codes} | {ppl} | {t.get('seconds', 0) / 60:.1f} min | "
+            f"{r['recon_acc_color']:.1%} | {r['psnr']:.2f} | {codes} | {ppl} | "
+            f"{r.get('far_over_near', float('nan')):.3f} | {t.get('seconds', 0) / 60:.1f} min | "
             f"{t.get('steps', '-')} | {t.get('images_seen', '-')} |"
         )
     lines += ["", "## Recipe", ""]

@@ -131,6 +131,40 @@ def test_bad_inputs_raise_clear_errors(make):
             model.decode(torch.zeros(1, 16))
 
 
+@pytest.mark.parametrize("kernel, far_changes", [(3, True), (1, False)])
+def test_encoder_token_kernel_sets_how_far_a_token_sees(kernel, far_changes):
+    """A token's encoding moves when pixels two cells away change only if the encoder is non-local."""
+    from uniar.tokenizers.convnet import ConvEncoder
+
+    torch.manual_seed(0)
+    enc = ConvEncoder([8, 16, 16, 16], [0, 0, 0, 2], 4, token_kernel=kernel).eval()
+    for block in enc.layers:  # residual blocks start as the identity; give them a real effect
+        if hasattr(block, "conv2"):
+            torch.nn.init.normal_(block.conv2.weight, std=0.2)
+    images = random_images(1, size=48)
+    moved = images.clone()
+    moved[:, :, 32:, 32:] = -1.0  # the bottom-right third goes black
+    with torch.no_grad():
+        a, b = enc(images), enc(moved)
+    assert a.shape == (1, 4, 6, 6)
+    # token (0, 0) covers pixels 0..7; with kernel 1 it sees 24 px at most, far from pixel 32
+    assert (not torch.allclose(a[..., 0, 0], b[..., 0, 0], atol=1e-6)) == far_changes
+    assert not torch.allclose(a[..., 5, 5], b[..., 5, 5])  # the changed corner always changes
+
+
+def test_encoder_token_kernel_is_saved_and_old_folders_load_as_3(tmp_path):
+    model = VQTokenizer(VQConfig(**SMALL, codebook_size=32, code_dim=4, encoder_token_kernel=1))
+    model.save(tmp_path / "local")
+    assert load_image_tokenizer(tmp_path / "local").cfg.encoder_token_kernel == 1
+    config = json.loads((tmp_path / "local" / "config.json").read_text())
+    del config["config"]["encoder_token_kernel"]  # as written before the field existed
+    (tmp_path / "local" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not fit"):  # 1x1 weights, a 3x3 net
+        load_image_tokenizer(tmp_path / "local")
+    with pytest.raises(UserError, match="1 or 3"):
+        KLTokenizer(KLConfig(**SMALL, latent_channels=4, encoder_token_kernel=5))
+
+
 def test_bad_configs_are_user_errors():
     with pytest.raises(UserError, match="one entry per width"):
         VQConfig(channels=[8, 16], encoder_blocks=[1], decoder_blocks=[1, 1])

@@ -4,6 +4,12 @@
 down-sampling factor of 2**(len(channels) - 1) (8 for the default four widths: 64x64 -> 8x8).
 `encoder_blocks[i]` / `decoder_blocks[i]` residual blocks run at each resolution.
 
+`token_kernel` is the kernel of the encoder's residual convs at the token resolution. With 3, two
+blocks at 6x6 let every token see the whole 48-px image: its code then mixes every object, and a
+model reading the codes could name what is at a cell but not find an object by colour and shape
+(docs/image_tokenizers.md). With 1 those blocks are per-token MLPs, and a token sees only its
+patch and the down-sampling path's halo (24 px for 8-px tokens).
+
 Residual blocks are pre-norm with a LayerNorm over channels (`layer_norm`), and start as the
 identity (their last conv is zero-initialised). GroupNorm would cost ~40% of a training step on
 this CPU in channels-last layout, the per-pixel LayerNorm ~10%; without any norm, training at a
@@ -33,12 +39,12 @@ class ChannelNorm(nn.Module):
 class ResBlock(nn.Module):
     """x + conv(silu(norm(conv(silu(norm(x)))))), starting as the identity."""
 
-    def __init__(self, channels: int, layer_norm: bool = True):
+    def __init__(self, channels: int, layer_norm: bool = True, kernel: int = 3):
         super().__init__()
         make_norm = (lambda: ChannelNorm(channels)) if layer_norm else nn.Identity
         self.norm1, self.norm2 = make_norm(), make_norm()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -72,11 +78,15 @@ def check_widths(channels, encoder_blocks, decoder_blocks) -> None:
 class ConvEncoder(nn.Module):
     """(B, 3, S, S) -> (B, out_channels, S/f, S/f) with f = 2**(len(channels) - 1)."""
 
-    def __init__(self, channels: list[int], blocks: list[int], out_channels: int, layer_norm: bool = True):
+    def __init__(self, channels: list[int], blocks: list[int], out_channels: int, layer_norm: bool = True,
+                 token_kernel: int = 3):
         super().__init__()
+        if token_kernel not in (1, 3):
+            raise UserError(f"encoder_token_kernel must be 1 or 3, got {token_kernel}")
         layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, padding=1)]
         for i, width in enumerate(channels):
-            layers += [ResBlock(width, layer_norm) for _ in range(blocks[i])]
+            kernel = token_kernel if i == len(channels) - 1 else 3
+            layers += [ResBlock(width, layer_norm, kernel) for _ in range(blocks[i])]
             if i + 1 < len(channels):
                 layers.append(nn.Conv2d(width, channels[i + 1], 4, stride=2, padding=1))
         layers += [_out_norm(channels[-1], layer_norm), nn.SiLU(), nn.Conv2d(channels[-1], out_channels, 1)]

@@ -48,6 +48,9 @@ class KLConfig:
     kl_weight: float = 1e-5
     normalize: Literal["per_dim", "global", "none"] = "per_dim"
     layer_norm: bool = True  # LayerNorm in the conv nets' residual blocks
+    # 3: every token sees the whole image; 1: a token sees its own patch (convnet.py). Folders
+    # written before this field existed load as 3, the net they were trained with.
+    encoder_token_kernel: int = 3
 
     def __post_init__(self) -> None:
         check_widths(self.channels, self.encoder_blocks, self.decoder_blocks)
@@ -163,7 +166,7 @@ class KLTokenizer(ImageTokenizer):
         side = c.image_size // 2 ** (len(c.channels) - 1)
         self.grid = (side, side)
         self.token_dim = c.latent_channels
-        self.encoder = ConvEncoder(c.channels, c.encoder_blocks, 2 * c.latent_channels, c.layer_norm)
+        self.encoder = ConvEncoder(c.channels, c.encoder_blocks, 2 * c.latent_channels, c.layer_norm, c.encoder_token_kernel)
         self.decoder = ConvDecoder(c.channels, c.decoder_blocks, c.latent_channels, c.layer_norm)
         self.normalizer = LatentNormalizer(c.latent_channels, c.normalize)
 

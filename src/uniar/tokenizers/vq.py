@@ -52,6 +52,9 @@ class VQConfig:
     dead_threshold: float = 0.03  # restart codes used fewer times per step than this (EMA)
     l2_normalize: bool = True  # codes and encodings on the unit sphere
     layer_norm: bool = True  # LayerNorm in the conv nets' residual blocks
+    # 3: every token sees the whole image; 1: a token sees its own patch (convnet.py). Folders
+    # written before this field existed load as 3, the net they were trained with.
+    encoder_token_kernel: int = 3
 
     def __post_init__(self) -> None:
         check_widths(self.channels, self.encoder_blocks, self.decoder_blocks)
@@ -179,7 +182,7 @@ class VQTokenizer(ImageTokenizer):
         side = c.image_size // 2 ** (len(c.channels) - 1)
         self.grid = (side, side)
         self.codebook_size = c.codebook_size
-        self.encoder = ConvEncoder(c.channels, c.encoder_blocks, c.code_dim, c.layer_norm)
+        self.encoder = ConvEncoder(c.channels, c.encoder_blocks, c.code_dim, c.layer_norm, c.encoder_token_kernel)
         self.quantizer = EMAQuantizer(c.codebook_size, c.code_dim, c.ema_decay, c.dead_threshold, c.l2_normalize)
         self.decoder = ConvDecoder(c.channels, c.decoder_blocks, c.code_dim, c.layer_norm)
 
