@@ -99,6 +99,28 @@ def test_builtin_cached_decoding_equals_full_forward(tie):
     check_drop_last(small_decoder(tie=tie), 97)
 
 
+def test_partial_rope_caches_like_full_and_leaves_the_other_dims_unrotated():
+    from uniar.models.backbone.builtin import Rotary, apply_rope
+
+    bb = small_decoder(rope_fraction=0.25)  # 4 of 16 head dims rotated
+    assert bb.config.rope_dim == 4
+    check_cached_equals_uncached(bb, 97)
+    check_left_padding(small_decoder(rope_fraction=0.5), 97)
+    x = torch.randn(1, 2, 5, 16)
+    cos, sin = Rotary(4, 10000.0)(torch.arange(5)[None] + 3)
+    y = apply_rope(x, cos, sin)
+    assert torch.equal(y[..., 4:], x[..., 4:]) and not torch.allclose(y[..., :4], x[..., :4])
+    # a shift of every position leaves the scores unchanged (RoPE is relative), rotated dims included
+    cos0, sin0 = Rotary(4, 10000.0)(torch.arange(5)[None])
+    q0, q3 = apply_rope(x, cos0, sin0), y
+    torch.testing.assert_close(q3 @ q3.transpose(-1, -2), q0 @ q0.transpose(-1, -2), atol=1e-5, rtol=0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserError, match="rope_fraction"):
+            small_decoder(rope_fraction=bad)
+    with pytest.raises(UserError, match="even"):  # 0.05 of 16 dims is 1
+        small_decoder(rope_fraction=0.05)
+
+
 def test_builtin_left_padded_rows_equal_unpadded_rows():
     check_left_padding(small_decoder(), 97)
 

@@ -138,6 +138,27 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_vq):
 
 
 
+def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path, tiny_vq):
+    from uniar.errors import UserError
+    from uniar.utils.io import load_safetensors
+
+    Trainer(tiny_train_config(tmp_path / "first", tiny_vq, steps=3), progress=False).run()
+    final = tmp_path / "first" / "checkpoints" / "final"
+    tuned = Trainer(tiny_train_config(tmp_path / "tuned", tiny_vq, steps=2, init_from=str(final)), progress=False)
+    assert tuned.start_step == 0
+    saved = load_safetensors(final / "model.safetensors")
+    for name, value in tuned.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    fresh = Trainer(tiny_train_config(tmp_path / "fresh", tiny_vq, steps=2), progress=False)
+    assert not all(torch.equal(v, saved[k]) for k, v in fresh.model.state_dict().items())
+    other = tiny_train_config(tmp_path / "other", tiny_vq, steps=2, init_from=str(final))
+    other.model.text_tokenizer = "bpe:640"
+    with pytest.raises(UserError, match="vocabulary"):
+        Trainer(other, progress=False)
+    with pytest.raises(CheckpointError, match="not found"):
+        Trainer(tiny_train_config(tmp_path / "x", tiny_vq, init_from=str(tmp_path / "nowhere")), progress=False)
+
+
 def test_length_grouped_micro_batches_train_like_one_batch(tmp_path, tiny_vq):
     """group_by_length only repartitions the same global batch: same losses, less padding."""
     runs = {}

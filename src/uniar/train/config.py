@@ -79,6 +79,9 @@ class TrainConfig:
         default_factory=lambda: ProgressiveVocabConfig(enabled=False))
     steps: int = 3000
     seed: int = 0
+    # a checkpoint whose model weights this run starts from (fresh optimizer, schedule and curriculum:
+    # fine-tuning on a new mixture); "" = random init. `--resume` continues a run instead.
+    init_from: str = ""
     out_dir: str = "runs/run"
     log_every: int = 10
     checkpoint_every: int = 1000

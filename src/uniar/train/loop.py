@@ -73,6 +73,8 @@ class Trainer:
                             f"set data.image_size={self.image_tok.image_size} or use a tokenizer trained "
                             f"at {cfg.data.image_size} px")
         self.model = build_model(cfg.model, self.text_tok, self.image_tok)
+        if cfg.init_from and not resume:
+            self._init_from(cfg.init_from)
         self.builder = make_builder(self.model, cfg.model, self.text_tok, self.image_tok)
         self.sampler = self._task_sampler()
 
@@ -263,6 +265,23 @@ class Trainer:
                                               "param_groups": optim_sd["param_groups"]},
                                  training_state=state, backbone_hf_config=hf_config)
         barrier(self.info)
+
+    def _init_from(self, folder: str) -> None:
+        """Start from another run's weights; its vocabulary must be this model's."""
+        from uniar.utils.io import load_safetensors, read_json
+
+        ckpt.check_checkpoint(folder)
+        theirs = read_json(Path(folder) / "vocab.json")
+        if theirs != self.model.vocab.to_dict():
+            raise UserError(f"init_from={folder}: its vocabulary ({theirs.get('text_size')} text + "
+                            f"{theirs.get('n_visual')} visual ids) is not this model's "
+                            f"({self.model.vocab.text_size} + {self.model.vocab.n_visual}); use the same "
+                            "text and image tokenizers as that run")
+        try:
+            self.model.load_state_dict(load_safetensors(Path(folder) / "model.safetensors"))
+        except RuntimeError as err:
+            raise UserError(f"init_from={folder}: its weights do not fit this model config ({err}); "
+                            "use the same model settings as that run") from err
 
     def _resume(self, folder: str) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict

@@ -31,6 +31,7 @@ class BackboneConfig:
     mlp_hidden: int | None = None
     max_seq_len: int | None = None
     rope_theta: float | None = None
+    rope_fraction: float | None = None
     norm_eps: float | None = None
     tie_embeddings: bool | None = None
     dropout: float | None = None
@@ -42,7 +43,7 @@ class BackboneConfig:
 
 
 _DECODER_FIELDS = ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len",
-                   "rope_theta", "norm_eps", "tie_embeddings", "dropout")
+                   "rope_theta", "rope_fraction", "norm_eps", "tie_embeddings", "dropout")
 
 
 def decoder_config(cfg: BackboneConfig, vocab_size: int) -> DecoderConfig:

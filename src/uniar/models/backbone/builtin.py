@@ -43,6 +43,9 @@ class DecoderConfig:
     mlp_hidden: int = 704
     max_seq_len: int = 1024
     rope_theta: float = 10000.0
+    # share of each head's dims RoPE rotates (GPT-NeoX's rotary_pct); the rest compare queries and
+    # keys by content alone, whatever the distance between them
+    rope_fraction: float = 1.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     dropout: float = 0.0
@@ -56,14 +59,22 @@ class DecoderConfig:
                             f"n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise UserError(f"decoder config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        if self.head_dim % 2:
-            raise UserError(f"decoder config: head dim {self.head_dim} must be even for RoPE")
+        if not 0.0 < self.rope_fraction <= 1.0:
+            raise UserError(f"decoder config: rope_fraction must be in (0, 1], got {self.rope_fraction}")
+        if self.rope_dim % 2 or self.rope_dim == 0:
+            raise UserError(f"decoder config: RoPE rotates {self.rope_dim} of the head's {self.head_dim} "
+                            "dims; that must be a positive even number (change rope_fraction)")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"decoder config: dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.n_heads
+
+    @property
+    def rope_dim(self) -> int:
+        """How many of each head's dims RoPE rotates (the first ones)."""
+        return int(round(self.head_dim * self.rope_fraction))
 
 
 class RMSNorm(nn.Module):
@@ -95,9 +106,12 @@ class Rotary(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B,heads,T,D) by the angles, "rotate half" convention (first half pairs with second)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    """Rotate the first 2 * cos.shape[-1] dims of (B,heads,T,D) by the angles, "rotate half"
+    convention (first half pairs with second); any dims after them pass through."""
+    rot = 2 * cos.shape[-1]
+    x1, x2 = x[..., :rot].float().chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    return rotated if rot == x.shape[-1] else torch.cat([rotated, x[..., rot:]], dim=-1)
 
 
 class StaticKVCache(KVCache):
@@ -206,7 +220,7 @@ class Decoder(Backbone):
         self.config = config
         self.hidden_size = config.hidden_size
         self.tok_embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.rotary = Rotary(config.head_dim, config.rope_theta)
+        self.rotary = Rotary(config.rope_dim, config.rope_theta)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         # A tied head has no weight of its own (one tensor in the state dict, not two aliases).
