@@ -137,3 +137,40 @@ def test_progressive_study_refuses_a_seed_of_another_config(tmp_path, monkeypatc
     (tmp_path / "vanilla_seed0.json").write_text(json.dumps({"arm": "vanilla"}))  # an earlier, config-less record
     with pytest.raises(UserError, match="saved without its config"):
         pvv.check_same_study(progressive)
+
+
+def test_vqa_lookup_groups_questions_by_how_they_find_the_object(tmp_path, tiny_vq):
+    from helpers import tiny_train_config
+    from uniar.train.loop import Trainer
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import vqa_lookup
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import numpy as np
+    from uniar.data.shapesworld import get_example
+
+    examples = [get_example("test", i, 3) for i in range(20)]
+    qs = vqa_lookup.lookup_questions(examples, "test", np.random.default_rng(0))
+    for q in qs:  # every group asks what it says it asks
+        objects = examples[q["scene"]].scene.objects
+        if q["group"] == "where":
+            continue
+        color, shape = q["q"].question[len("is there a "):-1].split()
+        hit = any(o.color == color and o.shape == shape for o in objects)
+        near = any(o.color == color or o.shape == shape for o in objects)
+        assert q["group"] == ("exists_yes" if hit else "exists_no_near" if near else "exists_no_far")
+    truth = [q["q"].answer for q in qs]
+    perfect = vqa_lookup.score(qs, truth, examples)
+    assert all(v["acc"] == 1.0 for v in perfect.values())
+    assert perfect["where"]["n"] == sum(q["group"] == "where" for q in qs)
+    wrong = vqa_lookup.score(qs, ["nothing"] * len(qs), examples)
+    assert wrong["where_names_an_occupied_cell"]["acc"] == 0.0 and wrong["exists_yes"]["acc"] == 0.0
+
+    Trainer(tiny_train_config(tmp_path / "run", tiny_vq, steps=2), progress=False).run()
+    ckpt = str(tmp_path / "run" / "checkpoints" / "final")
+    assert vqa_lookup.main([ckpt, "-n", "3", "--out", str(tmp_path / "look")]) == 0
+    report = json.loads((tmp_path / "look" / "vqa_lookup_test.json").read_text())
+    assert report["n_scenes"] == 3 and "exists_yes" in report["groups"]
+    assert (tmp_path / "look" / "vqa_lookup_test.md").is_file()

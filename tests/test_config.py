@@ -50,3 +50,17 @@ def test_vqa_type_weights_are_checked():
                 ["data.vqa_type_weights={exists: 0}"]):
         with pytest.raises(UserError, match="vqa_type_weights"):
             apply_overrides(TrainConfig(), bad).validate()
+
+
+def test_a_stage_s_own_vqa_type_weights_load_and_are_checked(tmp_path):
+    from uniar.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("stages:\n  - {name: A, fraction: 0.5, weights: {vqa: 1}}\n"
+                    "  - {name: B2, fraction: 0.5, weights: {vqa: 1}, vqa_type_weights: {exists: 2, where: 1}}\n")
+    cfg = load_config(TrainConfig, str(path), [])
+    cfg.validate()
+    assert cfg.stages[0].vqa_type_weights is None and cfg.stages[1].vqa_type_weights == {"exists": 2, "where": 1}
+    path.write_text("stages:\n  - {name: B2, fraction: 1, weights: {vqa: 1}, vqa_type_weights: {colour: 1}}\n")
+    with pytest.raises(UserError, match="stage B2 vqa_type_weights"):
+        load_config(TrainConfig, str(path), []).validate()

@@ -222,3 +222,64 @@ def test_overlong_sequence_is_a_clear_error():
 def test_wrong_number_of_codes_is_a_clear_error():
     with pytest.raises(UserError, match="VQ codes"):
         builder().t2i("x", img(1, 2))
+
+
+def test_exists_near_miss_asks_about_pairs_that_share_a_color_or_a_shape():
+    from uniar.data.shapesworld import get_example
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    class Pool:
+        split = "train"
+        source = [torch.tensor([1, 2, 3, 4])] * 60
+
+        def __len__(self):
+            return 60
+
+    def near_share(p):
+        sampler = TaskSampler(DataConfig(vqa_type_weights={"exists": 1.0}, exists_near_miss=p), builder(), Pool(), None)
+        near = no = yes = 0
+        for s in range(300):
+            rng = np.random.default_rng(s)
+            i = int(np.random.default_rng(s).integers(0, 60))  # the index make() draws first
+            ex = get_example("train", i, 3)
+            (q,) = sampler.pick_questions(ex.questions, rng, ex.scene)
+            color, shape = q.question[len("is there a "):-1].split()
+            truth = any(o.color == color and o.shape == shape for o in ex.scene.objects)
+            assert q.answer == ("yes" if truth else "no")  # the answer stays right
+            if truth:
+                yes += 1
+                continue
+            no += 1
+            near += any(o.color == color or o.shape == shape for o in ex.scene.objects)
+        return near / no, yes / (yes + no)
+
+    base_near, base_yes = near_share(0.0)
+    all_near, all_yes = near_share(1.0)
+    assert all_near == 1.0 and base_near < 0.8
+    assert abs(all_yes - base_yes) < 1e-9  # only which `no` questions are asked changes
+    with pytest.raises(UserError, match="exists_near_miss"):
+        from uniar.config import apply_overrides
+        from uniar.train.config import TrainConfig
+
+        apply_overrides(TrainConfig(), ["data.exists_near_miss=1.5"]).validate()
+
+
+def test_a_stage_can_ask_its_own_question_types(tmp_path):
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    class Pool:
+        split = "train"
+        source = [torch.tensor([1, 2, 3, 4])] * 40
+
+        def __len__(self):
+            return 40
+
+    b = builder()
+    sampler = TaskSampler(DataConfig(vqa_type_weights={"count": 1.0}), b, Pool(), None)
+
+    def texts(**kw):
+        return [b.tok.decode([t for t in row.tokens if t < b.vocab.visual_offset])
+                for row in sampler.batch({"vqa": 1.0}, 30, 0, 0, **kw)]
+
+    assert all("how many" in t for t in texts())
+    assert all("is there" in t for t in texts(vqa_type_weights={"exists": 1.0}))

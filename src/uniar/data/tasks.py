@@ -37,6 +37,11 @@ class DataConfig:
     # not named is not asked (a scene has one question of each type it allows, 4 or 5). Empty:
     # uniform over the scene's questions. Evaluation always asks every question of every scene.
     vqa_type_weights: dict = field(default_factory=dict)
+    # share of the `no` exists questions in training that ask about a near miss (an absent pair that
+    # shares its color or its shape with an object in the scene) where the scene has one. 0 = as
+    # ShapesWorld asks them (absent pairs uniform; about half are near misses), which evaluation
+    # keeps. Near misses are the ones a model that checks color and shape separately gets wrong.
+    exists_near_miss: float = 0.0
 
 
 class TaskSampler:
@@ -73,7 +78,7 @@ class TaskSampler:
             return None
         return rng.permutation(self.builder.gen_len)
 
-    def make(self, task: str, rng: np.random.Generator) -> Sequence:
+    def make(self, task: str, rng: np.random.Generator, vqa_type_weights: dict | None = None) -> Sequence:
         if task == "text":
             if self.text_ids is None or len(self.text_ids) <= self.cfg.text_window:
                 raise UserError("the text task needs a tokenized text corpus")
@@ -95,7 +100,7 @@ class TaskSampler:
         if task == "caption":
             return self.builder.caption(self.und_image(i, ex.scene), ex.caption)
         if task == "vqa":
-            picked = self.pick_questions(ex.questions, rng)
+            picked = self.pick_questions(ex.questions, rng, ex.scene, vqa_type_weights)
             return self.builder.vqa(self.und_image(i, ex.scene), picked[0].question, picked[0].answer,
                                     follow_ups=[(q.question, q.answer) for q in picked[1:]])
         if task == "edit":
@@ -106,20 +111,46 @@ class TaskSampler:
         parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]
         return self.builder.interleaved(parts, orders=[None, self.order(rng), None, self.order(rng)])
 
-    def pick_questions(self, questions: list, rng: np.random.Generator) -> list:
-        """The questions of one VQA training row: data.vqa_per_row of them, drawn by type weight."""
+    def pick_questions(self, questions: list, rng: np.random.Generator, scene=None,
+                       type_weights: dict | None = None) -> list:
+        """The questions of one VQA training row: data.vqa_per_row of them, drawn by type weight
+        (`type_weights`, or data.vqa_type_weights); with data.exists_near_miss, a `no` exists
+        question may become a near miss of `scene`."""
+        picked = self._pick(questions, rng, self.cfg.vqa_type_weights if type_weights is None else type_weights)
+        if scene is None or self.cfg.exists_near_miss <= 0:
+            return picked
+        return [self._near_miss(q, scene, rng) if q.type == "exists" and q.answer == "no" else q for q in picked]
+
+    def _near_miss(self, question, scene, rng: np.random.Generator):
+        from uniar.data.shapesworld.generate import allowed_pairs
+        from uniar.data.shapesworld.questions import exists_question
+
+        if rng.random() >= self.cfg.exists_near_miss:
+            return question
+        present = {(o.color, o.shape) for o in scene.objects}
+        near = [p for p in allowed_pairs(self.pool.split) if p not in present
+                and any(p[0] == c or p[1] == s for c, s in present)]
+        if not near:
+            return question
+        color, shape = near[int(rng.integers(len(near)))]
+        return exists_question(scene, color, shape)
+
+    def _pick(self, questions: list, rng: np.random.Generator, type_weights: dict) -> list:
         k = min(self.cfg.vqa_per_row, len(questions))
-        if not self.cfg.vqa_type_weights:
+        if not type_weights:
             if k == 1:
                 return [questions[int(rng.integers(0, len(questions)))]]
             return [questions[j] for j in rng.permutation(len(questions))[:k]]  # random subset, random order
-        w = np.array([float(self.cfg.vqa_type_weights.get(q.type, 0.0)) for q in questions])
+        w = np.array([float(type_weights.get(q.type, 0.0)) for q in questions])
         if w.sum() <= 0:  # none of this scene's types is weighted: fall back to uniform
             w = np.ones(len(questions))
         k = min(k, int((w > 0).sum()))
         return [questions[j] for j in rng.choice(len(questions), size=k, replace=False, p=w / w.sum())]
 
-    def batch(self, weights: dict[str, float], n: int, seed: int, step: int) -> list[Sequence]:
+    def batch(self, weights: dict[str, float], n: int, seed: int, step: int,
+              vqa_type_weights: dict | None = None) -> list[Sequence]:
+        """The `n` rows of step `step`, tasks drawn by `weights`; `vqa_type_weights` replaces
+        data.vqa_type_weights for these rows (a stage's own)."""
         tasks = [t for t, w in weights.items() if w > 0]
         if not tasks:
             raise UserError("a training stage needs at least one task with a positive weight")
@@ -127,7 +158,7 @@ class TaskSampler:
         p /= p.sum()
         rng = np.random.default_rng([seed, step])
         choice = rng.choice(len(tasks), size=n, p=p)
-        return [self.make(tasks[c], rng) for c in choice]
+        return [self.make(tasks[c], rng, vqa_type_weights) for c in choice]
 
 
 def example_image(pool_or_tokenizer, image_uint8: np.ndarray) -> ImageData:

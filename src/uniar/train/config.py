@@ -42,6 +42,8 @@ class StageConfig:
     name: str = "B"
     fraction: float = 1.0  # of train.steps
     weights: dict = field(default_factory=lambda: {"t2i": 1.0})  # task -> mixture weight
+    # this stage's VQA question-type weights (data.vqa_type_weights for the stage); None = those
+    vqa_type_weights: dict | None = None
 
 
 @dataclass
@@ -98,13 +100,19 @@ class TrainConfig:
                             f"got {self.data.vqa_per_row}")
         from uniar.data.shapesworld.questions import QUESTION_TYPES
 
-        bad = {t: w for t, w in self.data.vqa_type_weights.items()
-               if t not in QUESTION_TYPES or not isinstance(w, (int, float)) or w < 0}
-        if bad:
-            raise UserError(f"data.vqa_type_weights: {bad} is not valid; keys are question types "
-                            f"({', '.join(QUESTION_TYPES)}), values weights >= 0")
-        if self.data.vqa_type_weights and not any(w > 0 for w in self.data.vqa_type_weights.values()):
-            raise UserError("data.vqa_type_weights needs at least one positive weight")
+        named = [("data.vqa_type_weights", self.data.vqa_type_weights)]
+        named += [(f"stage {s.name} vqa_type_weights", s.vqa_type_weights) for s in self.stages
+                  if s.vqa_type_weights is not None]
+        for where, weights in named:
+            bad = {t: w for t, w in weights.items()
+                   if t not in QUESTION_TYPES or not isinstance(w, (int, float)) or w < 0}
+            if bad:
+                raise UserError(f"{where}: {bad} is not valid; keys are question types "
+                                f"({', '.join(QUESTION_TYPES)}), values weights >= 0")
+            if weights and not any(w > 0 for w in weights.values()):
+                raise UserError(f"{where} needs at least one positive weight")
+        if not 0.0 <= self.data.exists_near_miss <= 1.0:
+            raise UserError(f"data.exists_near_miss is a probability, got {self.data.exists_near_miss}")
         if self.data.vqa_per_row > 1 and self.model.prompt_first:
             raise UserError("data.vqa_per_row > 1 needs the image before the questions; "
                             "set model.prompt_first=false")
