@@ -29,7 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from uniar.data.shapesworld import get_example  # noqa: E402
 from uniar.data.shapesworld.generate import allowed_pairs  # noqa: E402
-from uniar.data.shapesworld.questions import exists_question, uniquely_named, where_question  # noqa: E402
+from uniar.data.shapesworld.questions import (  # noqa: E402
+    exists_question, near_misses, uniquely_named, where_question,
+)
 from uniar.data.shapesworld.render import render_batch  # noqa: E402
 from uniar.sample.decode import SamplingConfig  # noqa: E402
 from uniar.sample.pipeline import Pipeline  # noqa: E402
@@ -44,13 +46,12 @@ def lookup_questions(examples, split: str, rng: np.random.Generator) -> list[dic
         objects = ex.scene.objects
         present = sorted({(o.color, o.shape) for o in objects})
         absent = [p for p in allowed_pairs(split) if p not in present]
+        near = set(near_misses(ex.scene, split))
         for pair in present:
             out.append(dict(scene=i, q=exists_question(ex.scene, *pair), group="exists_yes", n=len(objects)))
         for j in rng.choice(len(absent), size=min(2, len(absent)), replace=False):
-            color, shape = absent[j]
-            near = any(color == o.color or shape == o.shape for o in objects)
-            out.append(dict(scene=i, q=exists_question(ex.scene, color, shape),
-                            group="exists_no_near" if near else "exists_no_far", n=len(objects)))
+            out.append(dict(scene=i, q=exists_question(ex.scene, *absent[j]),
+                            group="exists_no_near" if absent[j] in near else "exists_no_far", n=len(objects)))
         for obj in uniquely_named(ex.scene):
             out.append(dict(scene=i, q=where_question(ex.scene, obj), group="where", n=len(objects)))
     return out

@@ -74,19 +74,24 @@ def test_vqa_follow_ups_train_each_answer_and_its_eos_and_keep_the_first_turn():
         b.vqa(src, "what shape is at the center?", "cross", follow_ups=[("how many objects are there?", "two")])
 
 
+class FakePool:
+    """The sampler reads only codes and the split from its pool."""
+
+    split = "train"
+
+    def __init__(self, n: int):
+        self.source = [torch.tensor([1, 2, 3, 4])] * n
+
+    def __len__(self):
+        return len(self.source)
+
+
 def test_vqa_per_row_packs_distinct_questions_of_one_scene():
     from uniar.data.tasks import DataConfig, TaskSampler
 
-    class Pool:  # the sampler only reads codes and the split from its pool
-        split = "train"
-        source = [torch.tensor([1, 2, 3, 4])] * 8
-
-        def __len__(self):
-            return 8
-
     b = builder()
     for k in (1, 3, 5):
-        sampler = TaskSampler(DataConfig(vqa_per_row=k), b, Pool(), None)
+        sampler = TaskSampler(DataConfig(vqa_per_row=k), b, FakePool(8), None)
         rows = [sampler.make("vqa", np.random.default_rng(s)) for s in range(6)]
         for row in rows:
             asked = row.tokens.count(b.answer)
@@ -100,17 +105,10 @@ def test_vqa_type_weights_steer_which_questions_are_asked():
 
     from uniar.data.tasks import DataConfig, TaskSampler
 
-    class Pool:
-        split = "train"
-        source = [torch.tensor([1, 2, 3, 4])] * 40
-
-        def __len__(self):
-            return 40
-
     b = builder()
 
     def asked(weights):
-        sampler = TaskSampler(DataConfig(vqa_type_weights=weights), b, Pool(), None)
+        sampler = TaskSampler(DataConfig(vqa_type_weights=weights), b, FakePool(40), None)
         kinds = Counter()
         for s in range(300):
             text = b.tok.decode([t for t in sampler.make("vqa", np.random.default_rng(s)).tokens
@@ -228,15 +226,8 @@ def test_exists_near_miss_asks_about_pairs_that_share_a_color_or_a_shape():
     from uniar.data.shapesworld import get_example
     from uniar.data.tasks import DataConfig, TaskSampler
 
-    class Pool:
-        split = "train"
-        source = [torch.tensor([1, 2, 3, 4])] * 60
-
-        def __len__(self):
-            return 60
-
     def near_share(p):
-        sampler = TaskSampler(DataConfig(vqa_type_weights={"exists": 1.0}, exists_near_miss=p), builder(), Pool(), None)
+        sampler = TaskSampler(DataConfig(vqa_type_weights={"exists": 1.0}, exists_near_miss=p), builder(), FakePool(60), None)
         near = no = yes = 0
         for s in range(300):
             rng = np.random.default_rng(s)
@@ -267,15 +258,8 @@ def test_exists_near_miss_asks_about_pairs_that_share_a_color_or_a_shape():
 def test_a_stage_can_ask_its_own_question_types(tmp_path):
     from uniar.data.tasks import DataConfig, TaskSampler
 
-    class Pool:
-        split = "train"
-        source = [torch.tensor([1, 2, 3, 4])] * 40
-
-        def __len__(self):
-            return 40
-
     b = builder()
-    sampler = TaskSampler(DataConfig(vqa_type_weights={"count": 1.0}), b, Pool(), None)
+    sampler = TaskSampler(DataConfig(vqa_type_weights={"count": 1.0}), b, FakePool(40), None)
 
     def texts(**kw):
         return [b.tok.decode([t for t in row.tokens if t < b.vocab.visual_offset])

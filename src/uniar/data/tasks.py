@@ -122,14 +122,11 @@ class TaskSampler:
         return [self._near_miss(q, scene, rng) if q.type == "exists" and q.answer == "no" else q for q in picked]
 
     def _near_miss(self, question, scene, rng: np.random.Generator):
-        from uniar.data.shapesworld.generate import allowed_pairs
-        from uniar.data.shapesworld.questions import exists_question
+        from uniar.data.shapesworld.questions import exists_question, near_misses
 
         if rng.random() >= self.cfg.exists_near_miss:
             return question
-        present = {(o.color, o.shape) for o in scene.objects}
-        near = [p for p in allowed_pairs(self.pool.split) if p not in present
-                and any(p[0] == c or p[1] == s for c, s in present)]
+        near = near_misses(scene, self.pool.split)
         if not near:
             return question
         color, shape = near[int(rng.integers(len(near)))]

@@ -46,6 +46,14 @@ def uniquely_named(scene: Scene) -> list:
     return [o for o in scene.objects if len(matching(scene, o.color, o.shape)) == 1]
 
 
+def near_misses(scene: Scene, split: str) -> list[tuple[str, str]]:
+    """Absent (color, shape) pairs of `split` that share their color or their shape with an object
+    of the scene: the `no` exists questions a model checking color and shape apart gets wrong."""
+    present = {(o.color, o.shape) for o in scene.objects}
+    return [p for p in allowed_pairs(split) if p not in present
+            and any(p[0] == c or p[1] == s for c, s in present)]
+
+
 def color_question(obj) -> Question:
     return Question("color", f"what color is the {obj.shape} at the {obj.cell_name}?", obj.color)
 
