@@ -9,7 +9,7 @@ from uniar.data.sequence import GEN, UND, ImageData, SequenceBuilder, collate
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHeadConfig
 from uniar.models.losses import check_loss_norm
-from uniar.models.encoders import BuiltinEncoderConfig, build_und_encoder
+from uniar.models.encoders import BuiltinEncoderConfig, build_und_encoder, merge_neighbours
 from uniar.models.unifluid import UniFluid, UniFluidConfig
 from uniar.models.vocab import Vocabulary
 from uniar.sample.decode import Decoder, SamplingConfig
@@ -28,7 +28,8 @@ def tiny_model(seed: int = 0, und: str = "builtin", **cfg) -> UniFluid:
     head = DiffusionHeadConfig(token_dim=D * g * g, cond_dim=64, width=32, depth=2, sample_steps=6)
     config = UniFluidConfig(head=head, und_encoder=und, **cfg)
     encoder = build_und_encoder(und, hidden_size=64, projector="mlp", image_size=S, gen_len=N // (g * g),
-                                token_dim=D * g * g, builtin=BuiltinEncoderConfig([8, 16, 16]))
+                                token_dim=D * g * g, builtin=BuiltinEncoderConfig([8, 16, 16]),
+                                merge=cfg.get("und_merge", 1))
     return UniFluid(backbone, vocab, config, GRID, encoder)
 
 
@@ -268,6 +269,29 @@ def test_token_grouping_round_trips_and_groups_neighbours():
     torch.testing.assert_close(model.ungroup_tokens(grouped), tokens)
     b = builder_for(model)
     model.loss(collate([b.t2i("x", ImageData(latents=tokens[0]))], pad_id=0))  # reads tokenizer tokens
+
+
+def test_patch_merger_concatenates_each_block_of_neighbours():
+    feats = torch.arange(16, dtype=torch.float32).reshape(1, 16, 1)  # a 4x4 grid, one feature each
+    merged = merge_neighbours(feats, 2)
+    assert merged.shape == (1, 4, 4)
+    assert merged[0].tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+    assert merge_neighbours(feats, 1) is feats
+
+
+def test_und_merge_reads_one_token_per_block_and_refuses_what_does_not_tile():
+    plain, merged = tiny_model(), tiny_model(und_merge=2)
+    assert merged.und_len * 4 == plain.und_len  # the builtin encoder's square grid, 2x2 blocks
+    assert merged.und.projector[0].in_features == 4 * plain.und.projector[0].in_features
+    b = builder_for(merged)
+    batch = collate([b.caption(image(2), "a small cross"), b.vqa(image(3), "what color?", "red")], pad_id=0)
+    assert int((batch.role == UND).sum()) == 2 * merged.und_len
+    merged.loss(batch).components["ce"].backward()
+    assert float(merged.und.projector[0].weight.grad.abs().sum()) > 0
+    with pytest.raises(UserError, match="und_merge"):
+        tiny_model(und="vae", und_merge=2)  # the test tokenizer's 2x4 grid is not square
+    with pytest.raises(UserError, match="und_merge"):
+        UniFluidConfig(und_merge=0)
 
 
 # ---- sampling -----------------------------------------------------------------------------------

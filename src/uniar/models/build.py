@@ -80,7 +80,7 @@ def build_unifluid(model_cfg, text_tok, image_tok):
                             image_size=image_tok.image_size, gen_len=gen_len,
                             token_dim=token_dim, builtin=cfg.builtin_encoder,
                             siglip_path=cfg.siglip_path, siglip_config=cfg.siglip_config,
-                            siglip_trainable=cfg.siglip_trainable)
+                            siglip_trainable=cfg.siglip_trainable, merge=cfg.und_merge)
     if cfg.und_encoder == "siglip":
         cfg.siglip_config = und.encoder.config_dict()
     # the new layers stay fp32 whatever the backbone's dtype (they are small; outputs are cast)

@@ -7,13 +7,16 @@ separate encoder (UniFluid uses SigLIP), whose features a projector maps to the 
     siglip    a pretrained SigLIP vision tower from a local folder (transformers), frozen by default
     vae       the image's own continuous tokens, the same as generation reads (an ablation)
 
-Every encoder maps a batch of images to (K, num_tokens, out_dim) features; `num_tokens` is the
-sequence builder's `und_len`. Pixel encoders read `ImageData.pixels`, float (3, S, S) in [-1, 1];
+Every encoder maps a batch of images to (K, num_tokens, out_dim) features on a square grid. An
+optional patch merger (`merge` k, as Qwen2-VL's 2x2 merger) turns each k x k block of neighbouring
+features into one token of k²·out_dim before the projector; the tokens left are the sequence
+builder's `und_len`. Pixel encoders read `ImageData.pixels`, float (3, S, S) in [-1, 1];
 the vae encoder reads `ImageData.latents` (N, D).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +167,18 @@ class LatentImageEncoder(nn.Module):
         return latents.float()
 
 
+def merge_neighbours(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """(K, g*g, D) features in raster order on a g x g grid -> (K, (g/k)², k²·D): each k x k block of
+    neighbours concatenated into one token, blocks in raster order."""
+    if k == 1:
+        return feats
+    n, d = feats.shape[1], feats.shape[2]
+    g = math.isqrt(n)
+    lead = feats.shape[0]
+    x = feats.reshape(lead, g // k, k, g // k, k, d).movedim(2, 3)  # (K, g/k, g/k, k, k, D)
+    return x.reshape(lead, (g // k) ** 2, k * k * d)
+
+
 def make_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     """Encoder features -> backbone width: one linear layer, or LLaVA's Linear-GELU-Linear."""
     if kind == "linear":
@@ -174,13 +189,20 @@ def make_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
 
 
 class UnderstandingEncoder(nn.Module):
-    """An image encoder plus its projector: a list of images -> (K, num_tokens, hidden_size)."""
+    """An image encoder, its patch merger and its projector: a list of images -> (K, num_tokens, hidden_size)."""
 
-    def __init__(self, encoder: nn.Module, hidden_size: int, projector: str = "mlp"):
+    def __init__(self, encoder: nn.Module, hidden_size: int, projector: str = "mlp", merge: int = 1):
         super().__init__()
+        g = math.isqrt(encoder.num_tokens)
+        if merge < 1 or (merge > 1 and (g * g != encoder.num_tokens or g % merge)):
+            raise UserError(f"model.unifluid.und_merge={merge}: the understanding encoder gives "
+                            f"{encoder.num_tokens} tokens; merging k x k neighbours needs a square grid whose "
+                            "side k divides (und_merge 1 turns merging off)")
         self.encoder = encoder
-        self.projector = make_projector(projector, encoder.out_dim, hidden_size)
-        self.num_tokens = encoder.num_tokens
+        self.merge = merge
+        self.projector = make_projector(projector, encoder.out_dim * merge * merge, hidden_size)
+        self.encoder_tokens = encoder.num_tokens
+        self.num_tokens = encoder.num_tokens // (merge * merge)
         self.reads = encoder.reads
 
     def forward(self, images: list, device: torch.device, prepare=None) -> torch.Tensor:
@@ -192,10 +214,10 @@ class UnderstandingEncoder(nn.Module):
         if prepare is not None and self.reads == "latents":
             inputs = prepare(inputs)
         feats = self.encoder(inputs)
-        if feats.shape[1] != self.num_tokens:
+        if feats.shape[1] != self.encoder_tokens:
             raise UserError(f"understanding encoder gave {feats.shape[1]} tokens per image, expected "
-                            f"{self.num_tokens}")
-        return self.projector(feats)
+                            f"{self.encoder_tokens}")
+        return self.projector(merge_neighbours(feats, self.merge))
 
     def _input(self, image, i: int) -> torch.Tensor:
         value = getattr(image, self.reads)
@@ -216,7 +238,8 @@ def check_pixels(pixels: torch.Tensor, size: int | None) -> None:
 
 def build_und_encoder(kind: str, *, hidden_size: int, projector: str, image_size: int, gen_len: int,
                       token_dim: int, builtin: BuiltinEncoderConfig | None = None, siglip_path: str = "",
-                      siglip_config: dict | None = None, siglip_trainable: bool = False) -> UnderstandingEncoder:
+                      siglip_config: dict | None = None, siglip_trainable: bool = False,
+                      merge: int = 1) -> UnderstandingEncoder:
     """The understanding encoder `kind` (builtin | siglip | vae) with its projector to `hidden_size`.
 
     siglip: loaded from `siglip_path` when that folder exists; else built from `siglip_config` (the
@@ -237,4 +260,4 @@ def build_und_encoder(kind: str, *, hidden_size: int, projector: str, image_size
         encoder = LatentImageEncoder(gen_len, token_dim)
     else:
         raise UserError(f"unknown understanding encoder {kind!r}; choose one of {', '.join(UND_ENCODERS)}")
-    return UnderstandingEncoder(encoder, hidden_size, projector)
+    return UnderstandingEncoder(encoder, hidden_size, projector, merge)

@@ -59,6 +59,11 @@ class UniFluidConfig:
     # theirs inside the encoder), so without it the model can only count from <boi> to know which
     # cell a token shows. false = none (the paper is silent).
     und_pos_embed: bool = False
+    # merge each k x k block of neighbouring understanding features into one token before the
+    # projector (Qwen2-VL's 2x2 patch merger): at 48 px, k=2 makes one token per ShapesWorld cell
+    # (9 instead of 36), so the object a colour and a shape name is one token to find. 1 = off (the
+    # paper feeds SigLIP's patches as they are).
+    und_merge: int = 1
     # training only: Gaussian noise of std sigma ~ U(0, input_noise), one sigma per sequence, added to
     # the GEN latents the backbone *reads* (the head's targets stay clean). Free-running sampling
     # feeds the model its own imperfect tokens; a model trained on clean ones learns to copy colour
@@ -75,6 +80,8 @@ class UniFluidConfig:
     token_group: int = 1
 
     def __post_init__(self):
+        if self.und_merge < 1:
+            raise UserError(f"model.unifluid.und_merge must be >= 1, got {self.und_merge}")
         if self.token_group < 1:
             raise UserError(f"model.unifluid.token_group must be >= 1, got {self.token_group}")
         if self.input_noise < 0:
