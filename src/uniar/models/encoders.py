@@ -167,16 +167,16 @@ class LatentImageEncoder(nn.Module):
         return latents.float()
 
 
-def merge_neighbours(feats: torch.Tensor, k: int) -> torch.Tensor:
-    """(K, g*g, D) features in raster order on a g x g grid -> (K, (g/k)², k²·D): each k x k block of
-    neighbours concatenated into one token, blocks in raster order."""
+def merge_neighbours(feats: torch.Tensor, k: int, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """(..., h*w, D) features in raster order on an h x w grid (square when `grid` is None) ->
+    (..., h*w/k², k²·D): each k x k block of neighbours concatenated into one token, blocks in raster order."""
     if k == 1:
         return feats
-    n, d = feats.shape[1], feats.shape[2]
-    g = math.isqrt(n)
-    lead = feats.shape[0]
-    x = feats.reshape(lead, g // k, k, g // k, k, d).movedim(2, 3)  # (K, g/k, g/k, k, k, D)
-    return x.reshape(lead, (g // k) ** 2, k * k * d)
+    n, d = feats.shape[-2], feats.shape[-1]
+    h, w = grid or (math.isqrt(n),) * 2
+    lead = feats.shape[:-2]
+    x = feats.reshape(*lead, h // k, k, w // k, k, d).movedim(-4, -3)  # (..., h/k, w/k, k, k, D)
+    return x.reshape(*lead, (h // k) * (w // k), k * k * d)
 
 
 def make_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from uniar.data.sequence import GEN, UND, Batch
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHead, DiffusionHeadConfig
-from uniar.models.encoders import BuiltinEncoderConfig, UnderstandingEncoder
+from uniar.models.encoders import BuiltinEncoderConfig, UnderstandingEncoder, merge_neighbours
 from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
 
@@ -145,13 +145,7 @@ class UniFluid(nn.Module):
 
     def group_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokenizer tokens (..., h*w, D), raster order -> model tokens (..., h*w/g², g²·D), raster order."""
-        g = self.cfg.token_group
-        if g == 1:
-            return tokens
-        (h, w), d = self.grid, tokens.shape[-1]
-        lead = tokens.shape[:-2]
-        x = tokens.reshape(*lead, h // g, g, w // g, g, d).movedim(-4, -3)  # (..., h/g, w/g, g, g, d)
-        return x.reshape(*lead, (h // g) * (w // g), g * g * d)
+        return merge_neighbours(tokens, self.cfg.token_group, self.grid)
 
     def ungroup_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """The inverse of group_tokens: model tokens -> tokenizer tokens (for decoding)."""
