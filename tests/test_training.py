@@ -12,7 +12,7 @@ import torch
 
 from helpers import text_tokenizer, tiny_train_config, tiny_ugen
 from uniar.data.sequence import ImageData, SequenceBuilder, collate
-from uniar.errors import CheckpointError
+from uniar.errors import CheckpointError, UserError
 from uniar.train.loop import Trainer, read_metrics
 
 
@@ -157,6 +157,46 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path, tiny_
         Trainer(other, progress=False)
     with pytest.raises(CheckpointError, match="not found"):
         Trainer(tiny_train_config(tmp_path / "x", tiny_vq, init_from=str(tmp_path / "nowhere")), progress=False)
+
+
+def test_stage_restart_lr_warms_up_again_and_decays_to_its_stretch_end():
+    import math
+
+    from uniar.train.config import StageConfig, TrainConfig
+    from uniar.train.loop import lr_factor
+
+    cfg = TrainConfig(steps=100, stages=[StageConfig("A", 0.5, {"text": 1.0}), StageConfig("B", 0.5)])
+    cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio = 1e-3, 10, 0.1
+    plain = [lr_factor(s, cfg) for s in range(100)]
+    # no restart: one warm-up and one cosine over the whole run
+    expected = [(s + 1) / 10 if s < 10 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 10) / 90))
+                for s in range(100)]
+    np.testing.assert_allclose(plain, expected)
+    cfg.stages[1].restart_lr = 3e-4
+    restarted = [lr_factor(s, cfg) for s in range(100)]
+    assert cfg.lr_segments() == [(0, 50, 1e-3), (50, 100, 3e-4)]
+    assert restarted[0] == pytest.approx(0.1) and restarted[9] == pytest.approx(1.0)
+    assert restarted[49] == pytest.approx(0.1, abs=0.01)  # stage A's own cosine has run its course
+    assert restarted[50] == pytest.approx(0.3 / 10) and restarted[59] == pytest.approx(0.3)
+    assert restarted[99] == pytest.approx(0.03, abs=0.003)
+    assert max(restarted[50:]) == pytest.approx(0.3)
+    cfg.stages[1].restart_lr = 0.0
+    with pytest.raises(UserError, match="restart_lr"):
+        cfg.validate()
+
+
+def test_stage_reset_moments_gives_a_fresh_optimizer_and_resumes_exactly(tmp_path, tiny_vq):
+    full = tiny_train_config(tmp_path / "full", tiny_vq, steps=6, checkpoint_every=2)
+    full.stages[1].reset_moments = True  # stage B starts at step 2
+    trainer = Trainer(full, progress=False)
+    trainer.run()
+    counts = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert counts == {4}  # steps since stage B began, not since the run began
+    resumed = tiny_train_config(tmp_path / "resumed", tiny_vq, steps=6)
+    resumed.stages[1].reset_moments = True
+    again = Trainer(resumed, resume=str(tmp_path / "full" / "checkpoints" / "step_2"), progress=False)
+    again.run()
+    np.testing.assert_allclose(losses(tmp_path / "resumed"), losses(tmp_path / "full")[2:], rtol=1e-5)
 
 
 def test_length_grouped_micro_batches_train_like_one_batch(tmp_path, tiny_vq):

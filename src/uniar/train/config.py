@@ -44,6 +44,11 @@ class StageConfig:
     weights: dict = field(default_factory=lambda: {"t2i": 1.0})  # task -> mixture weight
     # this stage's VQA question-type weights (data.vqa_type_weights for the stage); None = those
     vqa_type_weights: dict | None = None
+    # a learning-rate restart at this stage's first step: warm-up again to this peak, then cosine down
+    # to peak * min_lr_ratio at the next restart or the run's end; None = the run's schedule goes on
+    restart_lr: float | None = None
+    # clear AdamW's moment estimates at this stage's first step (a fresh optimizer, as a fine-tune has)
+    reset_moments: bool = False
 
 
 @dataclass
@@ -93,6 +98,9 @@ class TrainConfig:
         total = sum(s.fraction for s in self.stages)
         if abs(total - 1.0) > 1e-6:
             raise UserError(f"stage fractions must add up to 1, got {total}")
+        for s in self.stages:
+            if s.restart_lr is not None and not s.restart_lr > 0:
+                raise UserError(f"stage {s.name}: restart_lr must be > 0, got {s.restart_lr}")
         if self.model.family not in ("ugen", "unifluid"):
             raise UserError(f"model.family must be ugen or unifluid, got {self.model.family!r}")
         if not 1 <= self.data.vqa_per_row <= 5:
@@ -126,6 +134,27 @@ class TrainConfig:
                 return i, s, start
             start = end
         raise AssertionError
+
+    def stage_starts(self) -> list[int]:
+        """First optimizer step of each stage."""
+        starts, start = [], 0
+        for s in self.stages:
+            starts.append(start)
+            start += round(s.fraction * self.steps)
+        return starts
+
+    def lr_segments(self) -> list[tuple[int, int, float]]:
+        """(first step, end step, peak lr) of each stretch the schedule warms up and decays over:
+        the whole run, cut at every stage with a `restart_lr`."""
+        cuts = [(0, self.optim.lr)]
+        for start, s in zip(self.stage_starts(), self.stages):
+            if s.restart_lr is not None:
+                if start == 0:
+                    cuts[0] = (0, s.restart_lr)
+                elif start < self.steps:
+                    cuts.append((start, s.restart_lr))
+        ends = [c[0] for c in cuts[1:]] + [self.steps]
+        return [(first, end, peak) for (first, peak), end in zip(cuts, ends)]
 
     def image_stage_start(self) -> int:
         """First step of the first stage that trains image tasks (stage B for UGen)."""

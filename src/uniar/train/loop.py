@@ -33,12 +33,18 @@ from uniar.utils.io import write_json
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine from 1 down to `min_lr_ratio` at the last step."""
+    """Linear warm-up, then cosine from 1 down to `min_lr_ratio` at the last step; a stage with a
+    `restart_lr` starts the same shape again from its own peak (relative to optim.lr)."""
     o = cfg.optim
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    progress = (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps)
-    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    first, end, peak = next(seg for seg in reversed(cfg.lr_segments()) if seg[0] <= step)
+    local, length = step - first, end - first
+    # a restarted stretch shorter than two warm-ups still decays (the run's first stretch is as set)
+    warmup = o.warmup_steps if first == 0 else min(o.warmup_steps, max(1, length // 2))
+    scale = peak / o.lr
+    if local < warmup:
+        return scale * (local + 1) / warmup
+    progress = (local - warmup) / max(1, length - warmup)
+    return scale * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -141,6 +147,9 @@ class Trainer:
         cfg, model = self.cfg, unwrap(self.wrapped)
         if self.progressive is not None:
             self.progressive.set_step(step - cfg.image_stage_start())
+        index, stage, start = cfg.stage_at(step)
+        if stage.reset_moments and step == start and index > 0:
+            self.optimizer.state.clear()  # AdamW re-creates each parameter's state at its next step
         batches = self.micro_batches(step)
         # global target counts per loss component, so that the mean is over the whole global batch
         names = list(model.loss_weights())
