@@ -208,11 +208,19 @@ def run_identity(config: dict, sampling: dict, n: int, splits, tasks, fid: bool)
     """What makes two records the same run: the config as resolved before training (training fills in
     sizes), less its folder; the sampling recipe; what was scored. The unified default arm is in every
     study; it trains once."""
+    import torch
+
+    from uniar.utils.precision import use_bf16
+
+    # optim.bf16=auto trains in bf16 on one machine and fp32 on another: the precision it resolves to
+    # here is part of what the run is
+    precision = "bf16" if use_bf16(config["optim"]["bf16"], "cuda" if torch.cuda.is_available() else "cpu") else "fp32"
     config = {k: v for k, v in config.items() if k != "out_dir"}
     # through JSON the way run records are written, so a live config and a saved one compare alike
     # (compared as data, not text: 2 and 2.0 are the same λ)
     return json.loads(json.dumps({"config": config, "sampling": sampling, "n": n, "splits": list(splits),
-                                  "tasks": list(tasks), "fid": fid}, default=json_default))
+                                  "tasks": list(tasks), "fid": fid, "precision": precision},
+                                 default=json_default))
 
 
 def find_twin(results: Path, identity: dict) -> tuple[Path, dict] | None:

@@ -39,6 +39,7 @@ from uniar.tokenizers.image import ImageTokenizer
 from uniar.tokenizers.kl import KLConfig, KLTokenizer
 from uniar.tokenizers.vq import VQConfig, VQTokenizer, perplexity
 from uniar.utils.io import write_json, write_text
+from uniar.utils.precision import use_bf16
 
 KINDS = ("vq", "kl")
 
@@ -55,7 +56,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0
-    bf16: bool = True  # bf16 autocast (the fast path on CPU; never fp16 on CPU)
+    bf16: bool | Literal["auto"] = "auto"  # bf16 autocast; auto = where the device does bf16 fast (utils/precision.py)
     recon_loss: Literal["l1", "mse"] = "mse"
     # extra weight on object pixels: objects cover ~10% of an image, and small ones carry the
     # details (a cross's arms, a colour) that the scene parser reads
@@ -289,7 +290,7 @@ def train_image_tokenizer(
         if quantize and not bool(model.quantizer.initialised):
             # the images of the next batches, so the codebook starts where the data is
             init = train_batch(step * s.batch_size, s.codebook_init_images, size).to(device)
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16(s.bf16, images.device)):
                 model.initialise_codebook(init, generator)
         row = train_step(model, optimizer, images, s, generator, quantize)
         budget.observe(step)
@@ -336,7 +337,7 @@ def reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, s: TrainSetti
 def train_step(model, optimizer, images: torch.Tensor, s: TrainSettings, generator: torch.Generator,
                quantize: bool) -> dict:
     """One optimiser step (and the codebook's update for a VQ); returns the numbers to log."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16(s.bf16, images.device)):
         out = model(images, quantize=quantize) if model.kind == "discrete" else model(images, generator=generator)
     pixel, edge = reconstruction_loss(out["recon"].float(), images, s)
     loss = pixel + s.edge_weight * edge + out["aux_loss"]

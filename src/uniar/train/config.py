@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from uniar.data.tasks import DataConfig
 from uniar.errors import UserError
@@ -66,7 +67,9 @@ class OptimConfig:
     # instead of by stride: the same global batch and the same loss, with less padding computed
     # (ShapesWorld task sequences run from ~20 to ~170 tokens; one padded batch is ~40% padding)
     group_by_length: bool = False
-    bf16: bool = True  # bf16 autocast (CPU and GPU); fp16 is never used
+    # bf16 autocast; auto = where the device has bf16 matmul units (a GPU, an AVX512-BF16/AMX CPU),
+    # fp32 elsewhere (uniar/utils/precision.py); fp16 is never used
+    bf16: bool | Literal["auto"] = "auto"
 
 
 @dataclass

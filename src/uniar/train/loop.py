@@ -30,6 +30,7 @@ from uniar.train.config import TrainConfig
 from uniar.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, unwrap, wrap_model
 from uniar.train.progressive_vocab import ProgressiveVocab
 from uniar.utils.io import write_json
+from uniar.utils.precision import use_bf16
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -91,6 +92,10 @@ class Trainer:
             self.progressive = ProgressiveVocab(cfg.progressive_vocab, n_visual, max(1, stage_b_steps))
 
         self.model.to(self.info.device)
+        self.bf16 = use_bf16(cfg.optim.bf16, self.info.device)
+        if cfg.optim.bf16 == "auto" and not self.bf16 and self.info.is_main:
+            print(f"optim.bf16=auto: no fast bf16 on {self.info.device.type} here (a CPU needs avx512_bf16 "
+                  "or amx_bf16), training in fp32", flush=True)
         self.wrapped = wrap_model(self.model, parallel, self.info)
         self.optimizer = make_optimizer(self.wrapped, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
@@ -160,7 +165,7 @@ class Trainer:
         self.wrapped.train()
         stats: dict = {"task_sum": {}, "task_count": {}, "extra": {}}
         comp_sums = {n: 0.0 for n in names}
-        autocast = torch.autocast(self.info.device.type, dtype=torch.bfloat16) if cfg.optim.bf16 else nullcontext()
+        autocast = torch.autocast(self.info.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         for i, batch in enumerate(batches):
             sync = nullcontext()
             if hasattr(self.wrapped, "no_sync") and i < len(batches) - 1:
