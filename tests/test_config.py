@@ -64,3 +64,18 @@ def test_a_stage_s_own_vqa_type_weights_load_and_are_checked(tmp_path):
     path.write_text("stages:\n  - {name: B2, fraction: 1, weights: {vqa: 1}, vqa_type_weights: {colour: 1}}\n")
     with pytest.raises(UserError, match="stage B2 vqa_type_weights"):
         load_config(TrainConfig, str(path), []).validate()
+
+
+def test_bf16_auto_resolves_by_the_device(monkeypatch):
+    import uniar.utils.precision as precision
+
+    cfg = apply_overrides(TrainConfig(), ["optim.bf16=auto"])
+    assert cfg.optim.bf16 == "auto"
+    with pytest.raises(UserError, match="bf16"):
+        apply_overrides(TrainConfig(), ["optim.bf16=sometimes"])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert precision.use_bf16("auto", "cpu") is False  # an AVX2-only CPU: fp32
+    assert precision.use_bf16(True, "cpu") is True  # an explicit setting is obeyed
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert precision.use_bf16("auto", "cpu") is True
+    assert precision.use_bf16(False, "cpu") is False
