@@ -128,16 +128,6 @@ class TrainConfig:
             raise UserError("data.vqa_per_row > 1 needs the image before the questions; "
                             "set model.prompt_first=false")
 
-    def stage_at(self, step: int) -> tuple[int, StageConfig, int]:
-        """(stage index, stage, first step of that stage) for optimizer step `step`."""
-        start = 0
-        for i, s in enumerate(self.stages):
-            end = start + round(s.fraction * self.steps)
-            if step < end or i == len(self.stages) - 1:
-                return i, s, start
-            start = end
-        raise AssertionError
-
     def stage_starts(self) -> list[int]:
         """First optimizer step of each stage."""
         starts, start = [], 0
@@ -145,6 +135,13 @@ class TrainConfig:
             starts.append(start)
             start += round(s.fraction * self.steps)
         return starts
+
+    def stage_at(self, step: int) -> tuple[int, StageConfig, int]:
+        """(stage index, stage, first step of that stage) for optimizer step `step` (the last stage
+        holds any step past the planned ones; a stage rounded to no steps is never returned)."""
+        starts = self.stage_starts()
+        i = max(j for j, start in enumerate(starts) if start <= step)
+        return i, self.stages[i], starts[i]
 
     def lr_segments(self) -> list[tuple[int, int, float]]:
         """(first step, end step, peak lr) of each stretch the schedule warms up and decays over:
@@ -161,9 +158,7 @@ class TrainConfig:
 
     def image_stage_start(self) -> int:
         """First step of the first stage that trains image tasks (stage B for UGen)."""
-        start = 0
-        for s in self.stages:
+        for start, s in zip(self.stage_starts(), self.stages):
             if any(w > 0 and t != "text" for t, w in s.weights.items()):
                 return start
-            start += round(s.fraction * self.steps)
         return self.steps
