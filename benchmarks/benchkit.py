@@ -223,6 +223,16 @@ def run_identity(config: dict, sampling: dict, n: int, splits, tasks, fid: bool)
                                  default=json_default))
 
 
+def same_run(identity: dict | None) -> dict | None:
+    """An identity as runs are compared: the precision a run trained in, not the setting that chose it
+    (`optim.bf16: auto` on an AVX2 CPU and `optim.bf16: false` on an AMX one both train in fp32)."""
+    if identity is None or "precision" not in identity:
+        return identity
+    out = json.loads(json.dumps(identity))
+    out["config"]["optim"]["bf16"] = out["precision"]
+    return out
+
+
 def find_twin(results: Path, identity: dict) -> tuple[Path, dict] | None:
     """A finished run of any benchmark under `results` that is this run, with its checkpoint still there."""
     for path in sorted(results.glob("*/*_seed*.json")):
@@ -230,7 +240,7 @@ def find_twin(results: Path, identity: dict) -> tuple[Path, dict] | None:
             r = json.loads(path.read_text())
         except ValueError:
             continue
-        if isinstance(r, dict) and r.get("identity") == identity and r.get("reused_from") is None and \
+        if isinstance(r, dict) and same_run(r.get("identity")) == same_run(identity) and r.get("reused_from") is None and \
                 (Path(r["config"]["out_dir"]) / "checkpoints" / "final").is_dir():
             return path, r
     return None
@@ -280,14 +290,14 @@ class RunStore:
         path = self.path(arm, seed)
         if path.is_file():
             old = json.loads(path.read_text()).get(key)
-            if old != plan:
-                raise UserError(f"{path} holds a different run ({plan_diff(old, plan)}); give the overrides "
+            if same_run(old) != same_run(plan):
+                raise UserError(f"{path} holds a different run ({plan_diff(same_run(old), same_run(plan))}); give the overrides "
                                 "that reproduce it, delete it, or use another --results folder")
             return True
         for other in self.load():
-            if other["arm"] == arm and without_seed(other.get(key)) != without_seed(plan):
+            if other["arm"] == arm and without_seed(same_run(other.get(key))) != without_seed(same_run(plan)):
                 raise UserError(f"{self.path(arm, other['seed'])} ran arm {arm} differently "
-                                f"({plan_diff(without_seed(other.get(key)), without_seed(plan))}); pass the "
+                                f"({plan_diff(without_seed(same_run(other.get(key))), without_seed(same_run(plan)))}); pass the "
                                 "overrides that reproduce it "
                                 "(a preset default may have changed since), or delete it")
         return False

@@ -4,6 +4,7 @@ training minutes.
 
     python benchmarks/unifluid_tiny.py --minutes 30     # on the preset's tokenizer (or --kl-tokenizer DIR)
     python benchmarks/unifluid_tiny.py --minutes 30 --curve-minutes 60 --curve-every 250
+    python benchmarks/unifluid_tiny.py --curve-minutes 60 --curve-every 500 --no-headline
     python benchmarks/unifluid_tiny.py --report-only
 
 The curve comes from the run's periodic evaluation on `val` (eval.jsonl: every `eval.every` steps,
@@ -258,12 +259,13 @@ def main(argv=None) -> int:
     ap.add_argument("--curve-minutes", type=float, default=0.0, help="also train a curve run this long (0 = no)")
     ap.add_argument("--curve-every", type=int, default=250, help="steps between the curve run's t2i evaluations")
     ap.add_argument("--curve-n", type=int, default=100, help="val examples per curve point")
+    ap.add_argument("--no-headline", action="store_true", help="train only the curve run")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     store = RunStore(args.results, BENCH)
     if not args.report_only:
         for seed in args.seeds:
-            if not store.done("headline", seed, plan(headline_config(seed, args), budget(args), args, seed), "plan"):
+            if not args.no_headline and not store.done("headline", seed, plan(headline_config(seed, args), budget(args), args, seed), "plan"):
                 store.save(run_headline(seed, args))
             if args.curve_minutes > 0 and not store.done(
                     "curve", seed, plan(curve_config(seed, args), curve_budget(args), args, seed), "plan"):

@@ -174,3 +174,22 @@ def test_vqa_lookup_groups_questions_by_how_they_find_the_object(tmp_path, tiny_
     report = json.loads((tmp_path / "look" / "vqa_lookup_test.json").read_text())
     assert report["n_scenes"] == 3 and "exists_yes" in report["groups"]
     assert (tmp_path / "look" / "vqa_lookup_test.md").is_file()
+
+
+def test_a_seed_matches_by_the_precision_it_trained_in_not_the_setting(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import benchkit
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from uniar.errors import UserError
+
+    def plan(setting, precision, seed):
+        return {"config": {"optim": {"bf16": setting}, "seed": seed}, "sampling": {"seed": seed}, "precision": precision}
+
+    store = benchkit.RunStore(tmp_path, "order")
+    store.save({"arm": "raster", "seed": 0, "identity": plan("auto", "fp32", 0)})  # auto on an AVX2 CPU
+    assert not store.done("raster", 1, plan(False, "fp32", 1))  # forced fp32 elsewhere: the same run, seed 1
+    with pytest.raises(UserError, match="optim.bf16: 'fp32' -> 'bf16'"):
+        store.done("raster", 1, plan("auto", "bf16", 1))  # auto on an AMX CPU trains in bf16: another run
+    assert store.done("raster", 0, plan(False, "fp32", 0))
