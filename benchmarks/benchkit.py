@@ -287,17 +287,19 @@ class RunStore:
         existing different run is an error, and so are other seeds of the arm that ran differently (say
         before a preset's default changed): seeds of one arm must differ only in their seed.
         """
+        plan = same_run(plan)
         path = self.path(arm, seed)
         if path.is_file():
-            old = json.loads(path.read_text()).get(key)
-            if same_run(old) != same_run(plan):
-                raise UserError(f"{path} holds a different run ({plan_diff(same_run(old), same_run(plan))}); give the overrides "
+            old = same_run(json.loads(path.read_text()).get(key))
+            if old != plan:
+                raise UserError(f"{path} holds a different run ({plan_diff(old, plan)}); give the overrides "
                                 "that reproduce it, delete it, or use another --results folder")
             return True
         for other in self.load():
-            if other["arm"] == arm and without_seed(same_run(other.get(key))) != without_seed(same_run(plan)):
+            theirs = without_seed(same_run(other.get(key)))
+            if other["arm"] == arm and theirs != without_seed(plan):
                 raise UserError(f"{self.path(arm, other['seed'])} ran arm {arm} differently "
-                                f"({plan_diff(without_seed(same_run(other.get(key))), without_seed(same_run(plan)))}); pass the "
+                                f"({plan_diff(theirs, without_seed(plan))}); pass the "
                                 "overrides that reproduce it "
                                 "(a preset default may have changed since), or delete it")
         return False
