@@ -1,0 +1,4 @@
+cd /work/main
+export HF_HUB_OFFLINE=1 UNIAR_THREADS=2
+ST='stages=[{name: A, fraction: 0.0761, weights: {text: 1.0}}, {name: B1, fraction: 0.25, weights: {t2i: 0.6, edit: 0.35, text: 0.05}}, {name: B2, fraction: 0.3261, weights: {t2i: 0.25, caption: 0.2, vqa: 0.25, edit: 0.15, interleaved: 0.05, text: 0.1}}, {name: L, fraction: 0.1956, weights: {vqa: 0.85, caption: 0.15}, vqa_type_weights: {exists: 1, where: 1}, restart_lr: 3.0e-4, reset_moments: true}, {name: M, fraction: 0.1522, weights: {t2i: 0.2, caption: 0.2, vqa: 0.3, edit: 0.2, text: 0.1}, vqa_type_weights: {color: 0.25, shape: 0.25, count: 0.1, exists: 0.8, where: 0.8}}]'
+.venv/bin/python benchmarks/unifluid_tiny.py --steps 4600 --out runs/s13/uf_v1 --results runs/s13/uf_v1_results --no-progress "$ST" data.exists_near_miss=0.7 eval.every=1000
