@@ -1,0 +1,4 @@
+cd /work/main
+export HF_HUB_OFFLINE=1 UNIAR_THREADS=2
+ST='stages=[{name: A, fraction: 0.0556, weights: {text: 1.0}}, {name: B1, fraction: 0.3055, weights: {t2i: 0.5, edit: 0.5}}, {name: B2, fraction: 0.2778, weights: {t2i: 0.2, caption: 0.2, vqa: 0.25, edit: 0.3, text: 0.05}, vqa_type_weights: {color: 1, shape: 1.5, count: 0.5, exists: 0.5, where: 0.5}}, {name: L, fraction: 0.25, weights: {vqa: 0.6, caption: 0.1, edit: 0.2, t2i: 0.1}, vqa_type_weights: {exists: 1, where: 1}, restart_lr: 3.0e-4, reset_moments: true}, {name: M, fraction: 0.1111, weights: {t2i: 0.15, caption: 0.2, vqa: 0.3, edit: 0.3, text: 0.05}, vqa_type_weights: {color: 0.25, shape: 0.4, count: 0.1, exists: 0.8, where: 0.8}}]'
+.venv/bin/python benchmarks/unifluid_tiny.py --steps 3600 --out runs/s13/uf_v2 --results runs/s13/uf_v2_results --no-progress "$ST" data.exists_near_miss=0.7 eval.every=1200 eval.final_n=48
