@@ -216,12 +216,16 @@ def markdown(runs: list[dict], agg: dict, plot: Path | None) -> str:
             if k in a["metrics"].get("test", {}):
                 lines.append(f"| {label(k)} | {fmt(value(a, 'test', k))} | {fmt(value(a, 'novel', k))} |")
         lines += ["", "## Wall times (this machine)", "",
-                  "| seed | steps | calibration s | train min | eval test min | eval novel min | tokens/s "
-                  "| t2i s/image |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "`train min` is the wall time around training, in-loop evaluations and checkpoint writes "
+                  "included; `of it, training` is the optimizer steps alone (metrics.csv's `elapsed_s`).", "",
+                  "| seed | steps | calibration s | train min | of it, training | eval test min | eval novel min "
+                  "| tokens/s | t2i s/image |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in heads:
             w, run = r["wall"], r["metrics"]["run"]
+            pure_min = r["steps"] / run["steps_per_s"] / 60 if run.get("steps_per_s") else float("nan")
             lines.append(f"| {r['seed']} | {r['steps']} | {w['calibration_s']:.0f} | {w['train_s'] / 60:.1f} | "
+                         f"{pure_min:.1f} | "
                          f"{w['eval_test_s'] / 60:.1f} | {w['eval_novel_s'] / 60:.1f} | {run['tokens_per_s']:.0f} | "
                          f"{run.get('t2i_s_per_image', float('nan')):.3f} |")
     lines += ["", "## Learning curve (t2i exact on `val`)", ""]
