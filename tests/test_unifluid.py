@@ -258,6 +258,26 @@ def test_und_position_embedding_tells_the_model_where_each_read_token_sits():
     assert float(model.und_pos.weight.grad.abs().sum()) > 0
 
 
+def test_shared_und_positions_are_the_next_position_table():
+    lat = torch.randn(N, D)
+    model = tiny_model(und="vae", und_pos_embed=True, und_pos_shared=True)
+    assert model.und_pos is None and model.next_pos is not None
+    row = builder_for(model).caption(ImageData(latents=lat), "a caption")
+    batch = collate([row], pad_id=0)
+    und = batch.role[0] == UND
+    with torch.no_grad():
+        x = model.embed(batch.ids, batch)[0, und]
+        feats = model.und([ImageData(latents=lat)], x.device, prepare=model.group_tokens)[0]
+    # read token j carries the embedding the input predicting generated token j carries
+    torch.testing.assert_close(x - feats[batch.image_pos[0, und]], model.next_pos.weight[batch.image_pos[0, und]])
+    model.loss(batch).components["ce"].backward()  # a caption alone trains the shared table
+    assert float(model.next_pos.weight.grad.abs().sum()) > 0
+    with pytest.raises(UserError, match="und_pos_embed"):
+        UniFluidConfig(und_pos_shared=True)
+    with pytest.raises(UserError, match="next-position"):
+        UniFluidConfig(und_pos_embed=True, und_pos_shared=True, image_pos_embed="none")
+
+
 def test_token_grouping_round_trips_and_groups_neighbours():
     model = tiny_model(token_group=2)
     assert model.gen_len == 2 and model.token_dim == 4 * D

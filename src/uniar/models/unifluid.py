@@ -59,6 +59,11 @@ class UniFluidConfig:
     # theirs inside the encoder), so without it the model can only count from <boi> to know which
     # cell a token shows. false = none (the paper is silent).
     und_pos_embed: bool = False
+    # with und_pos_embed: read tokens take their position embedding from the generated images'
+    # next-position table instead of a table of their own, so the input that predicts target cell j
+    # and the source image's token j carry the same vector, and copying a read image (editing) is
+    # matching equal vectors rather than learning to pair two random tables. false = separate tables.
+    und_pos_shared: bool = False
     # merge each k x k block of neighbouring understanding features into one token before the
     # projector (Qwen2-VL's 2x2 patch merger): at 48 px, k=2 makes one token per ShapesWorld cell
     # (9 instead of 36), so the object a colour and a shape name is one token to find. 1 = off (the
@@ -92,6 +97,11 @@ class UniFluidConfig:
             raise UserError(f"model.unifluid.loss_lambda must be >= 0, got {self.loss_lambda}")
         if self.image_pos_embed not in POS_EMBEDS:
             raise UserError(f"model.unifluid.image_pos_embed must be one of {', '.join(POS_EMBEDS)}")
+        if self.und_pos_shared and not self.und_pos_embed:
+            raise UserError("model.unifluid.und_pos_shared needs und_pos_embed: true (it shares that embedding)")
+        if self.und_pos_shared and self.image_pos_embed == "none":
+            raise UserError("model.unifluid.und_pos_shared shares the next-position table, which "
+                            "image_pos_embed: none does not build; use current_and_next or next")
 
 
 class UniFluid(nn.Module):
@@ -126,7 +136,13 @@ class UniFluid(nn.Module):
         self.head = DiffusionHead(cfg.head)
         self.und = und_encoder
         self.und_len = und_encoder.num_tokens
-        self.und_pos = nn.Embedding(self.und_len, hidden) if cfg.und_pos_embed else None
+        self.und_pos = None
+        if cfg.und_pos_embed and cfg.und_pos_shared:
+            if self.und_len != gen_len:
+                raise UserError(f"model.unifluid.und_pos_shared needs as many read tokens as generated ones "
+                                f"({self.und_len} against {gen_len}); set und_pos_shared: false")
+        elif cfg.und_pos_embed:
+            self.und_pos = nn.Embedding(self.und_len, hidden)
         self.img_mask = vocab.sid("<img_mask>")
         self._init_inputs()
 
@@ -234,8 +250,9 @@ class UniFluid(nn.Module):
         slot[torch.tensor(used, device=x.device)] = torch.arange(len(used), device=x.device)
         x = x.clone()
         x[und] = feats[slot[index], batch.image_pos[und]].to(x.dtype)
-        if self.und_pos is not None:
-            x[und] = x[und] + self.und_pos(batch.image_pos[und]).to(x.dtype)
+        table = self.next_pos if self.cfg.und_pos_shared else self.und_pos
+        if table is not None:
+            x[und] = x[und] + table(batch.image_pos[und]).to(x.dtype)
         return x
 
     def _check_order(self, batch: Batch) -> None:
