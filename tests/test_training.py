@@ -68,6 +68,41 @@ def test_sequence_loss_norm_averages_rows_and_survives_micro_batching(tmp_path, 
     np.testing.assert_allclose(losses(tmp_path / "grouped"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
 
 
+def test_turn_loss_norm_weighs_every_answer_of_a_multi_question_row_as_a_row():
+    """loss_norm=turn: each unbroken run of trained tokens counts once; on one-turn rows it is "sequence"."""
+    from uniar.models.losses import turn_index
+
+    torch.testing.assert_close(turn_index(torch.tensor([[0, 1, 1, 0, 1], [1, 0, 0, 1, 1]], dtype=torch.bool)),
+                               torch.tensor([[-1, 0, 0, -1, 1], [2, -1, -1, 3, 3]]))
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=16)
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    rng = np.random.default_rng(0)
+    one_turn = [b.t2i("a prompt", ImageData(codes=rng.integers(0, 16, 8))), b.text("some plain text")]
+    multi = b.vqa(ImageData(codes=rng.integers(0, 16, 8)), "what color?", "red",
+                  follow_ups=[("what shape?", "circle"), ("how many?", "two")])
+    with torch.no_grad():
+        batch = collate(one_turn, pad_id=0)
+        model.loss_norm = "sequence"
+        want = model.loss(batch).components["ce"]
+        model.loss_norm = "turn"
+        torch.testing.assert_close(model.loss(batch).components["ce"], want)
+        assert model.target_counts(batch) == {"ce": 2}
+
+        batch = collate([multi], pad_id=0)
+        sel = model._targets(batch, None)
+        ce = torch.nn.functional.cross_entropy(
+            model.logits(model.hidden(model.embed(batch.ids), batch.positions, None)[:, :-1][sel]),
+            batch.ids[:, 1:][sel], reduction="none")
+        turns = turn_index(sel)[sel]
+        assert int(torch.unique(turns).numel()) == 3  # each answer with its <eos>
+        want = sum(ce[turns == t].mean() for t in torch.unique(turns))
+        torch.testing.assert_close(model.loss(batch).components["ce"], want, rtol=1e-5, atol=1e-5)
+        assert model.target_counts(batch) == {"ce": 3}
+        model.loss_norm = "sequence"
+        assert model.target_counts(batch) == {"ce": 1}  # the same row: its three answers share one weight
+
+
 def test_per_modality_softmax_is_the_likelihood_the_sampler_draws_from():
     """softmax=per_modality: a text target's CE is over text ids, a visual target's over visual ids."""
     torch.manual_seed(0)

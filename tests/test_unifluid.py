@@ -121,7 +121,7 @@ def test_sequence_loss_norm_weighs_every_row_once():
         diff = model.head.loss(hidden[:, :-1][gen_targets], model.gen_latents(batch)[:, 1:][gen_targets])
     torch.testing.assert_close(parts.components["ce"].detach(), torch.stack(row_means).sum(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(parts.components["diffusion"].detach(), diff * 2, rtol=1e-5, atol=1e-5)
-    with pytest.raises(UserError, match="loss_norm must be one of token, sequence"):
+    with pytest.raises(UserError, match="loss_norm must be one of token, sequence, turn"):
         check_loss_norm("row")
 
 
@@ -256,6 +256,20 @@ def test_und_position_embedding_tells_the_model_where_each_read_token_sits():
         assert same != on  # without it a permuted image reads as the same set of inputs
     model.loss(collate(rows, pad_id=0)).components["ce"].backward()
     assert float(model.und_pos.weight.grad.abs().sum()) > 0
+
+
+def test_turn_loss_norm_counts_each_vqa_answer_and_each_image_once():
+    model = tiny_model()
+    b = builder_for(model)
+    lat = torch.randn(N, D)
+    rows = [b.vqa(ImageData(latents=lat), "what color?", "red", follow_ups=[("what shape?", "circle")]),
+            b.t2i("a prompt", ImageData(latents=lat))]
+    batch = collate(rows, pad_id=0)
+    model.loss_norm = "turn"
+    # ce: two answers + the t2i row's <eoi> <eos>; diffusion: one image
+    assert model.target_counts(batch) == {"ce": 3, "diffusion": 1}
+    model.loss_norm = "sequence"
+    assert model.target_counts(batch) == {"ce": 2, "diffusion": 1}
 
 
 def test_shared_und_positions_are_the_next_position_table():

@@ -34,7 +34,11 @@ class LossParts:
 # say; "token" is the usual LM mean over every target. It weights a task by its target count: a
 # text-to-image row (65 targets) outweighs a VQA row (an answer and <eos>) 30 to 1. "sequence"
 # averages each row's targets first, so every row with targets counts once, whatever its task.
-LOSS_NORMS = ("token", "sequence")
+# "turn" averages over each turn first: a turn is one unbroken run of the builder's trained tokens
+# (an image with its <eoi> <eos>, a caption, one VQA answer with its <eos>). It equals "sequence" on
+# rows of one turn, and gives each answer of a multi-question VQA row (data.vqa_per_row) the weight
+# of a whole row, where "sequence" divides one row's weight among its answers.
+LOSS_NORMS = ("token", "sequence", "turn")
 
 
 def check_loss_norm(norm: str) -> str:
@@ -45,14 +49,56 @@ def check_loss_norm(norm: str) -> str:
     return norm
 
 
-def target_weights(sel: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B, T) float weight of each selected target under `norm` (0 where `sel` is False)."""
-    w = sel.float()
+def turn_index(trained: torch.Tensor) -> torch.Tensor:
+    """(B, T) long: a batch-wide id of the turn each trained position belongs to, -1 elsewhere.
+
+    `trained` (B, T) bool marks the builder's trained positions (before any curriculum masks some
+    targets out, so a turn stays one turn while progressive vocabulary hides some of its ids).
+    """
+    prev = torch.zeros_like(trained)
+    prev[:, 1:] = trained[:, :-1]
+    starts = trained & ~prev
+    ids = torch.cumsum(starts.flatten().long(), 0).view_as(trained) - 1
+    return torch.where(trained, ids, torch.full_like(ids, -1))
+
+
+def batch_turns(batch, norm: str) -> torch.Tensor | None:
+    """turn_index of a batch's next-token targets (B, T-1), as the models' `sel` masks index them;
+    None unless `norm` is "turn"."""
+    if norm != "turn":
+        return None
+    return turn_index(batch.targets[:, 1:] & batch.mask[:, 1:])
+
+
+def _groups(sel: torch.Tensor, norm: str, turns: torch.Tensor | None) -> torch.Tensor:
+    """(number of selected targets,) long: the group each selected target is averaged within."""
     if norm == "sequence":
-        w = w / sel.sum(1, keepdim=True).clamp_min(1)
+        return torch.arange(sel.shape[0], device=sel.device)[:, None].expand_as(sel)[sel]
+    if turns is None:
+        raise ValueError("loss_norm 'turn' needs the batch's turn index (losses.turn_index)")
+    groups = turns[sel]
+    if bool((groups < 0).any()):
+        raise ValueError("a selected target lies outside every turn: turn_index was built from other positions")
+    return groups
+
+
+def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) float weight of each selected target under `norm` (0 where `sel` is False).
+
+    `turns` (turn_index of the same positions) is needed by norm "turn" only.
+    """
+    w = sel.float()
+    if norm == "token" or not bool(sel.any()):
+        return w
+    groups = _groups(sel, norm, turns)
+    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    w[sel] = 1.0 / counts[inverse].float()
     return w
 
 
-def normaliser(sel: torch.Tensor, norm: str) -> int:
-    """What the summed, weighted loss is divided by: targets ("token") or rows with targets ("sequence")."""
-    return int(sel.sum()) if norm == "token" else int((sel.sum(1) > 0).sum())
+def normaliser(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None) -> int:
+    """What the summed, weighted loss is divided by: targets ("token"), rows with targets
+    ("sequence") or turns with targets ("turn")."""
+    if norm == "token" or not bool(sel.any()):
+        return int(sel.sum())
+    return int(torch.unique(_groups(sel, norm, turns)).numel())

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from uniar.data.sequence import GEN, UND, Batch
 from uniar.errors import UserError
-from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
+from uniar.models.losses import LossParts, batch_turns, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
 
 
@@ -88,7 +88,8 @@ class UGen(nn.Module):
 
     def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
         """What each loss component's sum over `batch` is divided by (targets, or rows: loss_norm)."""
-        return {"ce": normaliser(self._targets(batch, progressive), self.loss_norm)}
+        sel = self._targets(batch, progressive)
+        return {"ce": normaliser(sel, self.loss_norm, batch_turns(batch, self.loss_norm))}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0}
@@ -120,7 +121,8 @@ class UGen(nn.Module):
 
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
         row_sums = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, ce.detach().float())
-        parts = LossParts(components={"ce": (ce * target_weights(sel, self.loss_norm)[sel]).sum()})
+        weight = target_weights(sel, self.loss_norm, batch_turns(batch, self.loss_norm))[sel]
+        parts = LossParts(components={"ce": (ce * weight).sum()})
         parts.add_task_losses(batch.tasks, row_sums, sel.sum(1))
 
         image_positions = (batch.role == GEN) | (batch.role == UND)

@@ -30,7 +30,7 @@ from uniar.data.sequence import GEN, UND, Batch
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHead, DiffusionHeadConfig
 from uniar.models.encoders import BuiltinEncoderConfig, UnderstandingEncoder, merge_neighbours
-from uniar.models.losses import LossParts, check_loss_norm, normaliser, target_weights
+from uniar.models.losses import LossParts, batch_turns, check_loss_norm, normaliser, target_weights
 from uniar.models.vocab import Vocabulary
 
 POS_EMBEDS = ("current_and_next", "next", "none")
@@ -292,7 +292,8 @@ class UniFluid(nn.Module):
 
     def target_counts(self, batch: Batch, progressive=None) -> dict[str, int]:
         ce, diff = self._targets(batch)
-        return {"ce": normaliser(ce, self.loss_norm), "diffusion": normaliser(diff, self.loss_norm)}
+        turns = batch_turns(batch, self.loss_norm)
+        return {"ce": normaliser(ce, self.loss_norm, turns), "diffusion": normaliser(diff, self.loss_norm, turns)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0, "diffusion": self.cfg.loss_lambda}
@@ -311,12 +312,13 @@ class UniFluid(nn.Module):
         # training batches are right-padded: the causal mask alone keeps real tokens off the padding
         hidden = self.hidden(embeds, batch.positions, None)
         ce_sel, diff_sel = self._targets(batch)
+        turns = batch_turns(batch, self.loss_norm)
         B = batch.ids.shape[0]
         rows = torch.arange(B, device=batch.ids.device)[:, None]
 
         logits = self.logits(hidden[:, :-1][ce_sel])
         ce = F.cross_entropy(logits, batch.ids[:, 1:][ce_sel], reduction="none")
-        parts = LossParts(components={"ce": (ce * target_weights(ce_sel, self.loss_norm)[ce_sel]).sum()})
+        parts = LossParts(components={"ce": (ce * target_weights(ce_sel, self.loss_norm, turns)[ce_sel]).sum()})
         ce_rows = torch.zeros(B, device=ce.device).index_add_(0, rows.expand_as(ce_sel)[ce_sel], ce.detach().float())
         parts.add_task_losses(batch.tasks, ce_rows, ce_sel.sum(1), prefix="ce_")
 
@@ -324,7 +326,7 @@ class UniFluid(nn.Module):
         if bool(diff_sel.any()):
             # the head at position t-1 predicts the GEN token at t
             cond, target = hidden[:, :-1][diff_sel], latents[:, 1:][diff_sel]
-            weight = target_weights(diff_sel, self.loss_norm)[diff_sel]
+            weight = target_weights(diff_sel, self.loss_norm, turns)[diff_sel]
             task_of = [batch.tasks[r] for r in rows.expand_as(diff_sel)[diff_sel].tolist()]
             diffusion = 0.0
             for task in sorted(set(task_of)):

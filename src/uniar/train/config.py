@@ -22,8 +22,10 @@ class ModelConfig:
     text_tokenizer: str = "bpe:4096"
     image_tokenizer: str = ""  # folder of a trained/pretrained image tokenizer
     unifluid: UniFluidConfig = field(default_factory=UniFluidConfig)  # family unifluid only
-    # how each loss component averages over the batch: "token" (every target counts once) or
+    # how each loss component averages over the batch: "token" (every target counts once),
     # "sequence" (every row's targets are averaged first, so a VQA row weighs what a t2i row weighs)
+    # or "turn" (every unbroken run of trained tokens is averaged first: as "sequence", except that
+    # each answer of a multi-question VQA row weighs what a row weighs; models/losses.py)
     loss_norm: str = "token"
     # VQA: <vqa> Q <boi> I <eoi> <answer> A, editing: <edit> E <boi> S <eoi> <boi> I' <eoi>, so the
     # image is read knowing what is asked of it (default: the image first, as LLaVA-style models do)
