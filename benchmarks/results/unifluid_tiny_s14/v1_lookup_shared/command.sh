@@ -1,0 +1,4 @@
+cd /work/main
+export HF_HUB_OFFLINE=1 UNIAR_THREADS=2
+ST='stages=[{name: A, fraction: 0.0769, weights: {text: 1.0}}, {name: B1, fraction: 0.2564, weights: {t2i: 0.5, edit: 0.45, text: 0.05}}, {name: B2, fraction: 0.3334, weights: {t2i: 0.2, caption: 0.2, vqa: 0.3, edit: 0.2, interleaved: 0.05, text: 0.05}, vqa_type_weights: {color: 1.0, shape: 1.5, count: 0.5, exists: 0.5, where: 0.5}}, {name: L, fraction: 0.2051, weights: {vqa: 0.85, caption: 0.15}, vqa_type_weights: {exists: 1, where: 1}, restart_lr: 3.0e-4, reset_moments: true}, {name: M, fraction: 0.1282, weights: {t2i: 0.1, caption: 0.15, vqa: 0.3, edit: 0.4, text: 0.05}, vqa_type_weights: {color: 0.25, shape: 0.4, count: 0.1, exists: 0.8, where: 0.8}}]'
+.venv/bin/python benchmarks/unifluid_tiny.py --steps 3900 --out runs/s14/uf_v1 --results runs/s14/uf_v1_results --no-progress "$ST" data.exists_near_miss=0.7 model.unifluid.und_pos_shared=true eval.every=1000
