@@ -193,3 +193,31 @@ def test_a_seed_matches_by_the_precision_it_trained_in_not_the_setting(tmp_path)
     with pytest.raises(UserError, match="optim.bf16: 'fp32' -> 'bf16'"):
         store.done("raster", 1, plan("auto", "bf16", 1))  # auto on an AMX CPU trains in bf16: another run
     assert store.done("raster", 0, plan(False, "fp32", 0))
+
+
+def test_task_gradients_reads_a_checkpoint_and_reports_every_task(tmp_path, tiny_vq, monkeypatch):
+    """benchmarks/task_gradients.py on a tiny UGen run: every task of the stage, the lookup questions
+    apart, and a mixture whose cosine with itself is 1."""
+    from helpers import tiny_train_config
+    from uniar.train.loop import Trainer
+
+    torch.set_num_threads(1)
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq, steps=4)
+    cfg.model.loss_norm = "sequence"
+    cfg.progressive_vocab.enabled = False
+    Trainer(cfg, progress=False).run()
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import task_gradients
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    out = tmp_path / "tg"
+    monkeypatch.setattr(sys, "argv", ["task_gradients.py", str(tmp_path / "run" / "checkpoints" / "final"),
+                                      "--rows", "2", "--out", str(out)])
+    assert task_gradients.main() == 0
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["stage"] == "B" and set(rec["tasks"]) == {
+        "t2i", "caption", "vqa (exists, where)", "vqa (color, shape, count)", "edit", "interleaved", "text", "mixture"}
+    assert rec["tasks"]["mixture"]["cos_total"] == pytest.approx(1.0, abs=1e-5)
+    assert all(r["grad"] > 0 and r["adam"] > 0 for r in rec["tasks"].values())
+    assert "Cosines between" in out.with_suffix(".md").read_text()
