@@ -52,6 +52,12 @@ def block_params(model) -> dict[str, torch.nn.Parameter]:
     return params
 
 
+def answer_of(trainer: Trainer, seq) -> str:
+    """The trained words of a one-question VQA row: its answer (the <eos> after it decodes to nothing)."""
+    ids = [t for t, on in zip(seq.tokens, seq.targets) if on]
+    return trainer.text_tok.decode(ids, skip_special=True).strip()
+
+
 def row_gradient(trainer: Trainer, seq, params: dict, counts_scale: float) -> torch.Tensor:
     """Flattened backbone gradient of one row's loss, weighted as one row of a training batch."""
     model = trainer.model
@@ -75,6 +81,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=24, help="rows per task")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--by-answer", action="store_true",
+                    help="also split the lookup rows: exists answered yes, exists answered no, where")
     ap.add_argument("--out", required=True, help="output path without extension")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,6 +118,11 @@ def main() -> int:
         if task == "vqa":
             arms["vqa (exists, where)"] = [trainer.sampler.make("vqa", rng, LOOKUP) for _ in range(args.rows)]
             arms["vqa (color, shape, count)"] = [trainer.sampler.make("vqa", rng, CELL) for _ in range(args.rows)]
+            if args.by_answer:  # is the lookup rows' common direction their answers' prior?
+                exists = [trainer.sampler.make("vqa", rng, {"exists": 1.0}) for _ in range(3 * args.rows)]
+                for word in ("yes", "no"):
+                    arms[f"vqa exists, answer {word}"] = [q for q in exists if answer_of(trainer, q) == word][:args.rows]
+                arms["vqa where"] = [trainer.sampler.make("vqa", rng, {"where": 1.0}) for _ in range(args.rows)]
         else:
             arms[task] = [trainer.sampler.make(task, rng, stage.vqa_type_weights) for _ in range(args.rows)]
     mix = trainer.sampler.batch(stage.weights, args.rows, args.seed, step, vqa_type_weights=stage.vqa_type_weights)
