@@ -121,7 +121,9 @@ def main() -> int:
             if args.by_answer:  # is the lookup rows' common direction their answers' prior?
                 exists = [trainer.sampler.make("vqa", rng, {"exists": 1.0}) for _ in range(3 * args.rows)]
                 for word in ("yes", "no"):
-                    arms[f"vqa exists, answer {word}"] = [q for q in exists if answer_of(trainer, q) == word][:args.rows]
+                    picked = [q for q in exists if answer_of(trainer, q) == word][:args.rows]
+                    if len(picked) >= 2:  # two halves to compare
+                        arms[f"vqa exists, answer {word}"] = picked
                 arms["vqa where"] = [trainer.sampler.make("vqa", rng, {"where": 1.0}) for _ in range(args.rows)]
         else:
             arms[task] = [trainer.sampler.make(task, rng, stage.vqa_type_weights) for _ in range(args.rows)]

@@ -213,11 +213,12 @@ def test_task_gradients_reads_a_checkpoint_and_reports_every_task(tmp_path, tiny
         sys.path.remove(str(BENCHMARKS))
     out = tmp_path / "tg"
     monkeypatch.setattr(sys, "argv", ["task_gradients.py", str(tmp_path / "run" / "checkpoints" / "final"),
-                                      "--rows", "2", "--out", str(out)])
+                                      "--rows", "4", "--by-answer", "--out", str(out)])
     assert task_gradients.main() == 0
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["stage"] == "B" and set(rec["tasks"]) == {
-        "t2i", "caption", "vqa (exists, where)", "vqa (color, shape, count)", "edit", "interleaved", "text", "mixture"}
+    assert rec["stage"] == "B" and {"t2i", "caption", "vqa (exists, where)", "vqa (color, shape, count)", "edit",
+                                    "interleaved", "text", "vqa where", "mixture"} <= set(rec["tasks"])
+    assert {"vqa exists, answer yes", "vqa exists, answer no"} & set(rec["tasks"])  # 12 draws, one answer at least twice
     assert rec["tasks"]["mixture"]["cos_total"] == pytest.approx(1.0, abs=1e-5)
     assert all(r["grad"] > 0 and r["adam"] > 0 for r in rec["tasks"].values())
     assert "Cosines between" in out.with_suffix(".md").read_text()
