@@ -59,7 +59,7 @@ def answer_of(trainer: Trainer, seq) -> str:
 
 
 def row_gradient(trainer: Trainer, seq, params: dict, counts_scale: float) -> torch.Tensor:
-    """Flattened backbone gradient of one row's loss, weighted as one row of a training batch."""
+    """Flattened gradient on `params` of one row's loss, weighted as one row of a training batch."""
     model = trainer.model
     batch = collate([seq], pad_id=trainer.text_tok.pad_id, side="right")
     model.zero_grad(set_to_none=True)
@@ -130,6 +130,7 @@ def main() -> int:
     mix = trainer.sampler.batch(stage.weights, args.rows, args.seed, step, vqa_type_weights=stage.vqa_type_weights)
 
     scale = float(cfg.optim.batch_size)
+
     def cos(a, b):
         return float(torch.dot(a, b) / (a.norm() * b.norm() + 1e-30))
 

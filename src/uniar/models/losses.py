@@ -70,16 +70,12 @@ def batch_turns(batch, norm: str) -> torch.Tensor | None:
     return turn_index(batch.targets[:, 1:] & batch.mask[:, 1:])
 
 
-def _groups(sel: torch.Tensor, norm: str, turns: torch.Tensor | None) -> torch.Tensor:
-    """(number of selected targets,) long: the group each selected target is averaged within."""
-    if norm == "sequence":
-        return torch.arange(sel.shape[0], device=sel.device)[:, None].expand_as(sel)[sel]
+def _turn_counts(sel: torch.Tensor, turns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(turn of each selected target, selected targets per turn id) for norm "turn"."""
     if turns is None:
-        raise ValueError("loss_norm 'turn' needs the batch's turn index (losses.turn_index)")
+        raise ValueError("loss_norm 'turn' needs the batch's turn index (losses.batch_turns)")
     groups = turns[sel]
-    if bool((groups < 0).any()):
-        raise ValueError("a selected target lies outside every turn: turn_index was built from other positions")
-    return groups
+    return groups, torch.bincount(groups)
 
 
 def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,17 +84,19 @@ def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = No
     `turns` (turn_index of the same positions) is needed by norm "turn" only.
     """
     w = sel.float()
-    if norm == "token" or not bool(sel.any()):
-        return w
-    groups = _groups(sel, norm, turns)
-    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
-    w[sel] = 1.0 / counts[inverse].float()
+    if norm == "sequence":
+        w = w / sel.sum(1, keepdim=True).clamp_min(1)
+    elif norm == "turn":
+        groups, counts = _turn_counts(sel, turns)
+        w[sel] = 1.0 / counts[groups].float()
     return w
 
 
 def normaliser(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None) -> int:
     """What the summed, weighted loss is divided by: targets ("token"), rows with targets
     ("sequence") or turns with targets ("turn")."""
-    if norm == "token" or not bool(sel.any()):
+    if norm == "token":
         return int(sel.sum())
-    return int(torch.unique(_groups(sel, norm, turns)).numel())
+    if norm == "sequence":
+        return int((sel.sum(1) > 0).sum())
+    return int((_turn_counts(sel, turns)[1] > 0).sum())
