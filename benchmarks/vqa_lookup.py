@@ -10,6 +10,7 @@ one names an occupied cell at chance among them: 1/2 with two objects, 1/3 with 
 
     python benchmarks/vqa_lookup.py runs/ugen-tiny/checkpoints/final --out runs/lookup
     python benchmarks/vqa_lookup.py CKPT --split novel -n 200
+    python benchmarks/vqa_lookup.py CKPT --aids   # also the one-attribute aid questions (AID_TYPES)
 
 Writes OUT/vqa_lookup_<split>.json and .md. Greedy answers; the question set depends on the seed.
 """
@@ -30,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from uniar.data.shapesworld import get_example  # noqa: E402
 from uniar.data.shapesworld.generate import allowed_pairs  # noqa: E402
 from uniar.data.shapesworld.questions import (  # noqa: E402
-    exists_question, near_misses, uniquely_named, where_question,
+    aid_questions, exists_question, near_misses, uniquely_named, where_question,
 )
 from uniar.data.shapesworld.render import render_batch  # noqa: E402
 from uniar.sample.decode import SamplingConfig  # noqa: E402
@@ -39,8 +40,9 @@ from uniar.utils.io import write_json, write_text  # noqa: E402
 from uniar.utils.threads import apply_env_threads  # noqa: E402
 
 
-def lookup_questions(examples, split: str, rng: np.random.Generator) -> list[dict]:
-    """The probe questions of every scene, each with what it tests."""
+def lookup_questions(examples, split: str, rng: np.random.Generator, aids: bool = False) -> list[dict]:
+    """The probe questions of every scene, each with what it tests; with `aids`, also the scene's
+    one-attribute training-aid questions, grouped by type as `aid_<type>`."""
     out = []
     for i, ex in enumerate(examples):
         objects = ex.scene.objects
@@ -54,6 +56,8 @@ def lookup_questions(examples, split: str, rng: np.random.Generator) -> list[dic
                             group="exists_no_near" if absent[j] in near else "exists_no_far", n=len(objects)))
         for obj in uniquely_named(ex.scene):
             out.append(dict(scene=i, q=where_question(ex.scene, obj), group="where", n=len(objects)))
+        if aids:
+            out += [dict(scene=i, q=q, group=f"aid_{q.type}", n=len(objects)) for q in aid_questions(ex.scene, rng)]
     return out
 
 
@@ -68,7 +72,8 @@ def score(questions: list[dict], answers: list[str], examples) -> dict:
             cells = {o.cell_name for o in examples[item["scene"]].scene.objects}
             occupied.append(answer.strip() in cells)
     out = {k: {"acc": float(np.mean(v)), "n": len(v)} for k, v in sorted(groups.items())}
-    out["where_names_an_occupied_cell"] = {"acc": float(np.mean(occupied)), "n": len(occupied)}
+    if occupied:
+        out["where_names_an_occupied_cell"] = {"acc": float(np.mean(occupied)), "n": len(occupied)}
     return out
 
 
@@ -88,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=["train", "val", "test", "novel"])
     ap.add_argument("-n", type=int, default=200, help="scenes")
     ap.add_argument("--seed", type=int, default=0, help="which absent pairs are asked about")
+    ap.add_argument("--aids", action="store_true", help="also ask the one-attribute training-aid questions")
     ap.add_argument("--out", default=None, help="folder for the JSON and markdown (default: beside the checkpoint)")
     args = ap.parse_args(argv)
     apply_env_threads()
@@ -95,9 +101,10 @@ def main(argv=None) -> int:
     pipe = Pipeline.from_checkpoint(args.checkpoint)
     examples = [get_example(args.split, i, pipe.cfg.data.max_objects if pipe.cfg else 3) for i in range(args.n)]
     images = render_batch([e.scene for e in examples], pipe.image_size)
-    questions = lookup_questions(examples, args.split, np.random.default_rng(args.seed))
+    questions = lookup_questions(examples, args.split, np.random.default_rng(args.seed), args.aids)
     answers = pipe.vqa(images[[q["scene"] for q in questions]], [q["q"].question for q in questions], SamplingConfig())
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "n_scenes": args.n, "seed": args.seed,
+              "aids": args.aids,
               "n_questions": len(questions), "groups": score(questions, answers, examples),
               "seconds": time.time() - t}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "vqa_lookup"

@@ -174,6 +174,10 @@ def test_vqa_lookup_groups_questions_by_how_they_find_the_object(tmp_path, tiny_
     report = json.loads((tmp_path / "look" / "vqa_lookup_test.json").read_text())
     assert report["n_scenes"] == 3 and "exists_yes" in report["groups"]
     assert (tmp_path / "look" / "vqa_lookup_test.md").is_file()
+    with_aids = vqa_lookup.lookup_questions(examples, "test", np.random.default_rng(0), aids=True)
+    aid = [q for q in with_aids if q["group"].startswith("aid_")]
+    assert {q["group"] for q in aid} == {"aid_exists_color", "aid_exists_shape", "aid_where_color", "aid_where_shape"}
+    assert all(v["acc"] == 1.0 for v in vqa_lookup.score(aid, [q["q"].answer for q in aid], examples).values())
 
 
 def test_a_seed_matches_by_the_precision_it_trained_in_not_the_setting(tmp_path):
@@ -222,3 +226,27 @@ def test_task_gradients_reads_a_checkpoint_and_reports_every_task(tmp_path, tiny
     assert rec["tasks"]["mixture"]["cos_total"] == pytest.approx(1.0, abs=1e-5)
     assert all(r["grad"] > 0 and r["adam"] > 0 for r in rec["tasks"].values())
     assert "Cosines between" in out.with_suffix(".md").read_text()
+
+
+def test_image_probe_maps_tokens_to_cells_and_probes_every_layer(tmp_path, tiny_vq):
+    from helpers import tiny_train_config
+    from uniar.train.loop import Trainer
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import image_probe
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    cells, last = image_probe.token_cells(6)  # 48 px: each cell is 2x2 tokens
+    assert cells[[0, 1, 6, 7, 2, 35]].tolist() == [0, 0, 0, 0, 1, 8]
+    assert last.sum() == 9 and last[7] and not last[6]
+    cells8, _ = image_probe.token_cells(8)  # 64 px: cells straddle tokens; a token goes where its centre is
+    assert cells8[[0, 2, 3, 4, 63]].tolist() == [0, 0, 1, 1, 8] and sorted(set(cells8.tolist())) == list(range(9))
+
+    torch.set_num_threads(1)
+    Trainer(tiny_train_config(tmp_path / "run", tiny_vq, steps=2), progress=False).run()
+    out = tmp_path / "probe"
+    assert image_probe.main([str(tmp_path / "run" / "checkpoints" / "final"), "--scenes", "12", "--out", str(out)]) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert [r["layer"] for r in rec["layers"]] == list(range(len(rec["layers"]))) and len(rec["layers"]) >= 2
+    assert all(0.0 <= r[k] <= 1.0 for r in rec["layers"] for k in ("shape", "color", "shape_last", "color_last"))

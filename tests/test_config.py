@@ -50,6 +50,7 @@ def test_vqa_type_weights_are_checked():
                 ["data.vqa_type_weights={exists: 0}"]):
         with pytest.raises(UserError, match="vqa_type_weights"):
             apply_overrides(TrainConfig(), bad).validate()
+    apply_overrides(TrainConfig(), ["data.vqa_type_weights={exists: 1, where_color: 0.5}"]).validate()  # an aid type
 
 
 def test_a_stage_s_own_vqa_type_weights_load_and_are_checked(tmp_path):

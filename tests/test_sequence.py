@@ -123,6 +123,19 @@ def test_vqa_type_weights_steer_which_questions_are_asked():
     assert set(tilted) == {"exists", "count"} and tilted["exists"] > 2.5 * tilted["count"]
 
 
+def test_aid_question_types_can_be_weighted_in_training_rows():
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    b = builder()
+    sampler = TaskSampler(DataConfig(vqa_type_weights={"where_shape": 1.0, "exists_color": 1.0}), b,
+                          FakePool(40), None)
+    texts = [b.tok.decode([t for t in sampler.make("vqa", np.random.default_rng(s)).tokens
+                           if t < b.vocab.visual_offset]) for s in range(60)]
+    assert any(" object?" in t and "is there a" in t for t in texts)  # exists_color
+    shape_wheres = [t for t in texts if "where is the" in t]
+    assert shape_wheres and not any(" object?" in t for t in shape_wheres)  # where by shape only
+
+
 def test_prompts_are_prefixes_of_training_sequences():
     b = builder()
     src, tgt = img(1, 2, 3, 4), img(4, 3, 2, 1)

@@ -210,6 +210,29 @@ def test_questions_are_answered_by_their_scene_and_balanced():
     assert 0.35 < np.mean(yes) < 0.65 and 0.35 < np.mean(nothing) < 0.65
 
 
+def test_aid_questions_name_one_attribute_and_are_right_and_balanced():
+    from uniar.data.shapesworld.questions import AID_TYPES, aid_questions
+
+    rng = np.random.default_rng(0)
+    kinds, yes = {}, {"exists_color": [], "exists_shape": []}
+    for i in range(300):
+        scene = get_example("train", i).scene
+        for q in aid_questions(scene, rng):
+            kinds[q.type] = kinds.get(q.type, 0) + 1
+            attribute = q.type.split("_")[1]
+            value = q.question.split()[3].rstrip("?")  # "is there a red object?", "where is the circle?"
+            matches = [o for o in scene.objects if getattr(o, attribute) == value]
+            if q.type.startswith("exists"):
+                assert q.question.startswith("is there a ") and q.answer == ("yes" if matches else "no")
+                yes[q.type].append(q.answer == "yes")
+            else:
+                assert q.question.startswith("where is the ")
+                assert len(matches) == 1 and q.answer == matches[0].cell_name
+            assert (attribute == "color") == q.question.endswith(" object?")
+    assert set(kinds) == set(AID_TYPES)
+    assert all(0.35 < np.mean(v) < 0.65 for v in yes.values())
+
+
 def test_answer_rejects_unanswerable_questions():
     scene = Scene((Obj(0, "circle", "red", "large"), Obj(1, "circle", "red", "small")))
     assert answer(scene, "what shape is at the center?") == "nothing"

@@ -115,8 +115,14 @@ class TaskSampler:
                        type_weights: dict | None = None) -> list:
         """The questions of one VQA training row: data.vqa_per_row of them, drawn by type weight
         (`type_weights`, or data.vqa_type_weights); with data.exists_near_miss, a `no` exists
-        question may become a near miss of `scene`."""
-        picked = self._pick(questions, rng, self.cfg.vqa_type_weights if type_weights is None else type_weights)
+        question may become a near miss of `scene`. Weights that name a training-aid type
+        (questions.AID_TYPES) add the scene's aid questions to those it can draw from."""
+        from uniar.data.shapesworld.questions import AID_TYPES, aid_questions
+
+        weights = self.cfg.vqa_type_weights if type_weights is None else type_weights
+        if scene is not None and any(weights.get(t, 0) > 0 for t in AID_TYPES):
+            questions = list(questions) + aid_questions(scene, rng)
+        picked = self._pick(questions, rng, weights)
         if scene is None or self.cfg.exists_near_miss <= 0:
             return picked
         return [self._near_miss(q, scene, rng) if q.type == "exists" and q.answer == "no" else q for q in picked]

@@ -111,17 +111,19 @@ class TrainConfig:
         if not 1 <= self.data.vqa_per_row <= 5:
             raise UserError(f"data.vqa_per_row must be 1..5 (a scene has at most 5 questions), "
                             f"got {self.data.vqa_per_row}")
-        from uniar.data.shapesworld.questions import QUESTION_TYPES
+        from uniar.data.shapesworld.questions import AID_TYPES, QUESTION_TYPES
+
+        known = QUESTION_TYPES + AID_TYPES
 
         named = [("data.vqa_type_weights", self.data.vqa_type_weights)]
         named += [(f"stage {s.name} vqa_type_weights", s.vqa_type_weights) for s in self.stages
                   if s.vqa_type_weights is not None]
         for where, weights in named:
             bad = {t: w for t, w in weights.items()
-                   if t not in QUESTION_TYPES or not isinstance(w, (int, float)) or w < 0}
+                   if t not in known or not isinstance(w, (int, float)) or w < 0}
             if bad:
                 raise UserError(f"{where}: {bad} is not valid; keys are question types "
-                                f"({', '.join(QUESTION_TYPES)}), values weights >= 0")
+                                f"({', '.join(known)}), values weights >= 0")
             if weights and not any(w > 0 for w in weights.values()):
                 raise UserError(f"{where} needs at least one positive weight")
         if not 0.0 <= self.data.exists_near_miss <= 1.0:

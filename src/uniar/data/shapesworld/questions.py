@@ -23,6 +23,11 @@ from uniar.data.shapesworld.spec import CELLS, COLOR_NAMES, NOVEL_PAIRS, NUMBER_
 
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "where")
 
+# Training aids, never asked in evaluation: `exists` and `where` by ONE attribute ("is there a red
+# object?", "where is the circle?"). ShapesWorld's own lookups name an object by color AND shape,
+# which small models learn slowly (docs/sequence_format.md); these are a step towards them.
+AID_TYPES: tuple[str, ...] = ("exists_color", "exists_shape", "where_color", "where_shape")
+
 # Every possible answer, for building vocabularies and checking outputs.
 ANSWERS: tuple[str, ...] = COLOR_NAMES + SHAPES + ("nothing",) + NUMBER_WORDS + ("yes", "no") + CELLS
 
@@ -110,6 +115,33 @@ def questions_for(scene: Scene, rng: np.random.Generator, split: str) -> list[Qu
     unique = uniquely_named(scene)
     if unique:
         questions.append(where_question(scene, unique[int(rng.integers(len(unique)))]))
+    return questions
+
+
+def _attribute_noun(attribute: str, value: str) -> str:
+    return f"{value} object" if attribute == "color" else value
+
+
+def aid_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
+    """The training-aid questions the scene allows (AID_TYPES), one of each, with balanced answers:
+    `exists_*` is `yes` half the time, `where_*` asks about an object whose color (shape) is the only
+    one of its kind in the scene. They mention one attribute, never a (color, shape) pair, so they
+    are the same in every split."""
+    questions = []
+    for attribute, values in (("color", COLOR_NAMES), ("shape", SHAPES)):
+        present = sorted({getattr(o, attribute) for o in scene.objects})
+        absent = [v for v in values if v not in present]
+        ask_yes = bool(present) and (not absent or rng.random() < 0.5)
+        options = present if ask_yes else absent
+        value = options[int(rng.integers(len(options)))]
+        questions.append(Question(f"exists_{attribute}", f"is there a {_attribute_noun(attribute, value)}?",
+                                  "yes" if ask_yes else "no"))
+        values_seen = [getattr(o, attribute) for o in scene.objects]
+        unique = [o for o in scene.objects if values_seen.count(getattr(o, attribute)) == 1]
+        if unique:
+            obj = unique[int(rng.integers(len(unique)))]
+            noun = _attribute_noun(attribute, getattr(obj, attribute))
+            questions.append(Question(f"where_{attribute}", f"where is the {noun}?", obj.cell_name))
     return questions
 
 
