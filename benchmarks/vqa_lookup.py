@@ -3,7 +3,8 @@
 Questions that name a cell (color, shape) let the model read the image at a known place; `exists`
 and `where` name the object by color and shape, so the model must find it. This asks, on the first
 N scenes of a split, every `exists` question about a pair in the scene, two about absent pairs (a
-*near miss* shares its color or its shape with an object in the scene, a *far* one shares neither)
+*near miss* shares its color or its shape with an object in the scene, a *far* one shares neither;
+near misses are also split by what the scene shares: `_shares_color`, `_shares_shape`, or both)
 and every `where` question, then reports accuracy by answer, by object count and by kind of miss,
 and how often a `where` answer names an occupied cell (a model that finds objects but not the right
 one names an occupied cell at chance among them: 1/2 with two objects, 1/3 with three).
@@ -52,8 +53,14 @@ def lookup_questions(examples, split: str, rng: np.random.Generator, aids: bool 
         for pair in present:
             out.append(dict(scene=i, q=exists_question(ex.scene, *pair), group="exists_yes", n=len(objects)))
         for j in rng.choice(len(absent), size=min(2, len(absent)), replace=False):
-            out.append(dict(scene=i, q=exists_question(ex.scene, *absent[j]),
-                            group="exists_no_near" if absent[j] in near else "exists_no_far", n=len(objects)))
+            item = dict(scene=i, q=exists_question(ex.scene, *absent[j]),
+                        group="exists_no_near" if absent[j] in near else "exists_no_far", n=len(objects))
+            if absent[j] in near:  # which attribute the scene shares with the absent pair
+                color, shape = absent[j]
+                shared = [a for a, hit in (("color", any(o.color == color for o in objects)),
+                                           ("shape", any(o.shape == shape for o in objects))) if hit]
+                item["shares"] = "+".join(shared)
+            out.append(item)
         for obj in uniquely_named(ex.scene):
             out.append(dict(scene=i, q=where_question(ex.scene, obj), group="where", n=len(objects)))
         if aids:
@@ -68,6 +75,8 @@ def score(questions: list[dict], answers: list[str], examples) -> dict:
         ok = answer.strip() == item["q"].answer
         groups[item["group"]].append(ok)
         groups[f"{item['group']}_{item['n']}obj"].append(ok)
+        if "shares" in item:  # a model that checks one attribute says `yes` when the scene shares it
+            groups[f"{item['group']}_shares_{item['shares']}"].append(ok)
         if item["group"] == "where":
             cells = {o.cell_name for o in examples[item["scene"]].scene.objects}
             occupied.append(answer.strip() in cells)

@@ -161,6 +161,9 @@ def test_vqa_lookup_groups_questions_by_how_they_find_the_object(tmp_path, tiny_
         hit = any(o.color == color and o.shape == shape for o in objects)
         near = any(o.color == color or o.shape == shape for o in objects)
         assert q["group"] == ("exists_yes" if hit else "exists_no_near" if near else "exists_no_far")
+        if q["group"] == "exists_no_near":
+            shares = {a for a, v in (("color", color), ("shape", shape)) if any(getattr(o, a) == v for o in objects)}
+            assert set(q["shares"].split("+")) == shares
     truth = [q["q"].answer for q in qs]
     perfect = vqa_lookup.score(qs, truth, examples)
     assert all(v["acc"] == 1.0 for v in perfect.values())
