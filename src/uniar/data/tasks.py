@@ -15,6 +15,7 @@ import torch
 from uniar.data.image_pool import ImagePool
 from uniar.data.sequence import ImageData, Sequence, SequenceBuilder
 from uniar.data.shapesworld import get_example
+from uniar.data.shapesworld.questions import AID_TYPES, aid_questions, exists_question, near_misses
 from uniar.errors import UserError
 
 IMAGE_TASKS = ("t2i", "caption", "vqa", "edit", "interleaved")
@@ -117,8 +118,6 @@ class TaskSampler:
         (`type_weights`, or data.vqa_type_weights); with data.exists_near_miss, a `no` exists
         question may become a near miss of `scene`. Weights that name a training-aid type
         (questions.AID_TYPES) add the scene's aid questions to those it can draw from."""
-        from uniar.data.shapesworld.questions import AID_TYPES, aid_questions
-
         weights = self.cfg.vqa_type_weights if type_weights is None else type_weights
         if scene is not None and any(weights.get(t, 0) > 0 for t in AID_TYPES):
             questions = list(questions) + aid_questions(scene, rng)
@@ -128,8 +127,6 @@ class TaskSampler:
         return [self._near_miss(q, scene, rng) if q.type == "exists" and q.answer == "no" else q for q in picked]
 
     def _near_miss(self, question, scene, rng: np.random.Generator):
-        from uniar.data.shapesworld.questions import exists_question, near_misses
-
         if rng.random() >= self.cfg.exists_near_miss:
             return question
         near = near_misses(scene, self.pool.split)

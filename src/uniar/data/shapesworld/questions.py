@@ -86,6 +86,14 @@ def where_question(scene: Scene, obj) -> Question:
     return Question("where", f"where is the {obj.color} {obj.shape}?", obj.cell_name)
 
 
+def balanced_pick(present: list, absent: list, rng: np.random.Generator) -> tuple:
+    """(an item to ask `exists` about, whether it is present): present half the time when both
+    lists have items, uniform within the list."""
+    ask_yes = bool(present) and (not absent or rng.random() < 0.5)
+    options = present if ask_yes else absent
+    return options[int(rng.integers(len(options)))], ask_yes
+
+
 def questions_for(scene: Scene, rng: np.random.Generator, split: str) -> list[Question]:
     """One question of each type the scene allows, with balanced answers.
 
@@ -108,9 +116,7 @@ def questions_for(scene: Scene, rng: np.random.Generator, split: str) -> list[Qu
     pairs = allowed_pairs(split)
     present = sorted({(o.color, o.shape) for o in objects})
     absent = [p for p in pairs if p not in present]
-    ask_yes = bool(present) and (not absent or rng.random() < 0.5)
-    options = present if ask_yes else absent
-    color, shape = options[int(rng.integers(len(options)))]
+    color, shape = balanced_pick(present, absent, rng)[0]
     questions.append(exists_question(scene, color, shape))
     unique = uniquely_named(scene)
     if unique:
@@ -131,9 +137,7 @@ def aid_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
     for attribute, values in (("color", COLOR_NAMES), ("shape", SHAPES)):
         present = sorted({getattr(o, attribute) for o in scene.objects})
         absent = [v for v in values if v not in present]
-        ask_yes = bool(present) and (not absent or rng.random() < 0.5)
-        options = present if ask_yes else absent
-        value = options[int(rng.integers(len(options)))]
+        value, ask_yes = balanced_pick(present, absent, rng)
         questions.append(Question(f"exists_{attribute}", f"is there a {_attribute_noun(attribute, value)}?",
                                   "yes" if ask_yes else "no"))
         values_seen = [getattr(o, attribute) for o in scene.objects]
