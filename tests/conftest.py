@@ -37,3 +37,10 @@ def tiny_vq(tmp_path_factory):
     from helpers import save_tiny_vq
 
     return save_tiny_vq(tmp_path_factory.mktemp("vq") / "vq")
+
+
+@pytest.fixture(scope="session")
+def tiny_kl(tmp_path_factory):
+    from helpers import save_tiny_kl
+
+    return save_tiny_kl(tmp_path_factory.mktemp("kl") / "kl")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import text_tokenizer, tiny_train_config, tiny_ugen
+from helpers import text_tokenizer, tiny_train_config, tiny_ugen, tiny_unifluid_train_config
 from uniar.data.sequence import ImageData, SequenceBuilder, collate
 from uniar.errors import CheckpointError, UserError
 from uniar.train.loop import Trainer, read_metrics
+from uniar.utils.precision import compiler_available, use_compile
 
 
 def losses(out_dir):
@@ -305,6 +306,7 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from helpers import tiny_train_config
 from uniar.train.loop import Trainer, read_metrics
+from uniar.utils.precision import compiler_available, use_compile
 cfg = tiny_train_config({out!r}, {vq!r}, steps=3)
 cfg.optim.grad_accum = {accum}
 t = Trainer(cfg, progress=False, parallel={parallel!r})
@@ -333,3 +335,32 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_vq, parallel):
     one = run(1, tmp_path / "one", accum=2)  # one process, two micro-batches = the same global batch
     two = run(2, tmp_path / "two", accum=1)
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not compiler_available("cpu"), reason="torch.compile needs a C++ compiler on CPU")
+@pytest.mark.parametrize("family", ["ugen", "unifluid"])
+def test_compiled_training_matches_eager(tmp_path, tiny_vq, tiny_kl, family):
+    """optim.compile changes kernels, not the model: the same run gives the same losses, and what it
+    saves samples like an eager run's (decoding with a KV cache never goes through the compiled path)."""
+    make = (lambda out, **kw: tiny_train_config(out, tiny_vq, steps=4, **kw)) if family == "ugen" else \
+        (lambda out, **kw: tiny_unifluid_train_config(out, tiny_kl, steps=4, **kw))
+    for name, compiled in (("eager", False), ("compiled", True)):
+        cfg = make(tmp_path / name)
+        cfg.optim.compile = compiled
+        trainer = Trainer(cfg, progress=False)
+        assert trainer.compiled == compiled
+        trainer.run()
+    np.testing.assert_allclose(losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=2e-4)
+
+
+def test_compile_without_a_compiler_is_a_clear_error(tmp_path, tiny_vq, monkeypatch):
+    import uniar.train.loop as loop
+
+    monkeypatch.setattr(loop, "compiler_available", lambda device: False)
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq)
+    cfg.optim.compile = True
+    with pytest.raises(UserError, match="optim.compile=true, but torch.compile cannot build kernels here"):
+        Trainer(cfg, progress=False)
+    monkeypatch.setattr("uniar.utils.precision.shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert not use_compile("auto", "cpu") and use_compile(False, "cpu") is False

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import save_tiny_kl, text_tokenizer, tiny_backbone_config, tiny_unifluid_train_config
+from helpers import text_tokenizer, tiny_backbone_config, tiny_unifluid_train_config
 from uniar.data.sequence import GEN, UND, ImageData, SequenceBuilder, collate
 from uniar.errors import UserError
 from uniar.models.diffusion import DiffusionHeadConfig
@@ -446,10 +446,6 @@ def test_siglip_encoder_from_a_local_folder(tmp_path):
 
 # ---- training and the presets ---------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def tiny_kl(tmp_path_factory):
-    return save_tiny_kl(tmp_path_factory.mktemp("kl") / "kl")
 
 
 def test_trainer_checkpoint_and_pipeline_tasks(tmp_path, tiny_kl, capsys):

@@ -135,6 +135,8 @@ def model_section(out: Path, preset: str, minutes: float, args, summary: dict, t
     cfg = load_config(TrainConfig, resolve(preset), [
         f"model.image_tokenizer={out / 'tokenizers' / MODELS[preset]}", f"out_dir={run_dir}",
         f"seed={args.seed}", "eval.every=0", "checkpoint_every=0", f"data.pool_size={args.pool_size}"])
+    if minutes < 2:  # compiling takes 15-40 s here: it pays back over minutes of training, not seconds
+        cfg.optim.compile = False
     cfg.steps = steps_for_budget(cfg, minutes)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, cfg.steps // 10)
     print(f"{tag} training {preset} for {cfg.steps} steps (~{minutes:.1f} min)")

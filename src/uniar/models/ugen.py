@@ -44,6 +44,10 @@ class UGen(nn.Module):
             self.image_pos = nn.Embedding(image_len, backbone.hidden_size)
             nn.init.normal_(self.image_pos.weight, std=backbone.embedding_std())
 
+    def compile_training(self) -> None:
+        """torch.compile the cache-free backbone forward that training runs (`optim.compile`)."""
+        self.backbone.compile_stack()
+
     # ---- shared pieces (the sampler uses these too) ------------------------------------------------
 
     def embed(self, ids: torch.Tensor, batch: Batch | None = None,

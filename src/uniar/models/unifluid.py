@@ -146,6 +146,12 @@ class UniFluid(nn.Module):
         self.img_mask = vocab.sid("<img_mask>")
         self._init_inputs()
 
+    def compile_training(self) -> None:
+        """torch.compile what training runs (`optim.compile`): the cache-free backbone forward and
+        the diffusion head's denoiser in `loss`."""
+        self.backbone.compile_stack()
+        self.head.compile_net()
+
     def _init_inputs(self) -> None:
         # Image inputs start at the scale of the backbone's text embeddings (latents are unit-variance
         # per dim), so neither kind of input drowns the other in the residual stream.

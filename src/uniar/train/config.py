@@ -72,6 +72,10 @@ class OptimConfig:
     # bf16 autocast; auto = where the device has bf16 matmul units (a GPU, an AVX512-BF16/AMX CPU),
     # fp32 elsewhere (uniar/utils/precision.py); fp16 is never used
     bf16: bool | Literal["auto"] = "auto"
+    # torch.compile the training forward (the built-in decoder's cache-free path and the diffusion
+    # head's denoiser); sampling with a KV cache stays eager. auto = where a compiler is found (a C++
+    # compiler on CPU; utils/precision.py). The first steps of a run pay the compilation.
+    compile: bool | Literal["auto"] = False
 
 
 @dataclass

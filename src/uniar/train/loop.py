@@ -30,7 +30,7 @@ from uniar.train.config import TrainConfig
 from uniar.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, unwrap, wrap_model
 from uniar.train.progressive_vocab import ProgressiveVocab
 from uniar.utils.io import write_json
-from uniar.utils.precision import use_bf16
+from uniar.utils.precision import compiler_available, use_bf16, use_compile
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -96,6 +96,14 @@ class Trainer:
         if cfg.optim.bf16 == "auto" and not self.bf16 and self.info.is_main:
             print(f"optim.bf16=auto: no fast bf16 on {self.info.device.type} here (a CPU needs avx512_bf16 "
                   "or amx_bf16), training in fp32", flush=True)
+        if cfg.optim.compile is True and not compiler_available(self.info.device):
+            raise UserError("optim.compile=true, but torch.compile cannot build kernels here (on a CPU it "
+                            "needs a C++ compiler: install g++ or set $CXX); set optim.compile=false")
+        self.compiled = use_compile(cfg.optim.compile, self.info.device)
+        if self.compiled:
+            if parallel == "fsdp":
+                raise UserError("optim.compile is not supported with --parallel fsdp yet; set optim.compile=false")
+            self.model.compile_training()
         self.wrapped = wrap_model(self.model, parallel, self.info)
         self.optimizer = make_optimizer(self.wrapped, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))

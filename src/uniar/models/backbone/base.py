@@ -97,6 +97,11 @@ class Backbone(nn.Module, ABC):
             attend), e.g. for bidirectional attention inside a prefix; padding still applies.
         """
 
+    def compile_stack(self) -> None:
+        """torch.compile the cache-free forward (`optim.compile`); only the built-in decoder has it."""
+        raise UserError(f"optim.compile: the {type(self).__name__} backbone has no compiled training path "
+                        "(only the built-in decoder has); set optim.compile=false")
+
     @abstractmethod
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output head: hidden (B,T,H) -> logits (B,T,V) in float32."""

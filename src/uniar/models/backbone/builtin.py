@@ -225,6 +225,7 @@ class Decoder(Backbone):
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         # A tied head has no weight of its own (one tensor in the state dict, not two aliases).
         self.head = None if config.tie_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self._compiled_stack = None  # set by compile_stack(): the cache-free path, compiled
         self._init_weights(seed)
 
     def _init_weights(self, seed: int) -> None:
@@ -261,13 +262,25 @@ class Decoder(Backbone):
         mask = None
         if not plain_causal or (past > 0 and t > 1):
             mask = attention_visibility(b, t, past, key_padding_mask, attn_mask, embeds.device)[:, None]
+        if cache is None:
+            stack = self._compiled_stack or self._stack
+            return stack(embeds, positions, mask, is_causal)
+        x = self._stack(embeds, positions, mask, is_causal, cache)
+        cache.advance(t)
+        return x
+
+    def _stack(self, x, positions, mask, is_causal, cache=None):
+        """Rotary angles, the blocks and the final norm: the whole forward after the checks."""
         cos, sin = self.rotary(positions)
-        x = embeds
         for block in self.blocks:
             x = block(x, cos, sin, mask, is_causal, cache)
-        if cache is not None:
-            cache.advance(t)
         return self.norm(x)
+
+    def compile_stack(self) -> None:
+        """torch.compile the cache-free forward (training, teacher forcing), with dynamic shapes
+        since every batch has its own length. Decoding with a KV cache stays eager: a cache is a
+        Python object whose fill pointer moves every step, which would recompile each step."""
+        self._compiled_stack = torch.compile(self._stack, dynamic=True)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.tok_embed.weight if self.head is None else self.head.weight

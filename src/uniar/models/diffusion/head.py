@@ -125,6 +125,7 @@ class DiffusionHead(nn.Module):
         self.final = FinalLayer(width, config.token_dim)
         self.schedule = DiffusionSchedule.create(config.schedule, config.num_train_steps)
         self._sampling_schedules: dict[int, DiffusionSchedule] = {}
+        self._compiled_net = None  # set by compile_net(): the denoiser `loss` runs, compiled
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -147,6 +148,10 @@ class DiffusionHead(nn.Module):
         for block in self.blocks:
             x = block(x, y)
         return self.final(x, y)
+
+    def compile_net(self) -> None:
+        """torch.compile the denoiser for `loss` (dynamic shapes: the token count varies by batch)."""
+        self._compiled_net = torch.compile(self.forward, dynamic=True)
 
     # ---- training ----
 
@@ -176,7 +181,7 @@ class DiffusionHead(nn.Module):
             cond, x0 = cond.repeat(repeats, 1), x0.repeat(repeats, 1)
             t = torch.randint(0, len(self.schedule), (x0.shape[0],), generator=generator, device=x0.device)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-            output = self(self.schedule.q_sample(x0, t, noise), t, cond)
+            output = (self._compiled_net or self)(self.schedule.q_sample(x0, t, noise), t, cond)
             wanted = self.schedule.target(x0, noise, t, self.config.prediction)
             per_token = (output - wanted).pow(2).mean(dim=-1).view(repeats, kept).mean(dim=0)
             # An all-zero mask gives 0 (not NaN) with a graph, so a batch without image tokens still steps.
