@@ -1,4 +1,4 @@
-"""Shared machinery of the UniFluid benchmarks (unifluid_tiny.py, unifluid_ablations.py).
+"""Shared machinery of the benchmarks: UniFluid runs (unifluid_tiny.py, unifluid_ablations.py), step timings.
 
 A *run* is one arm (a preset plus the overrides that define it) trained with one seed and scored;
 its JSON is written as soon as it finishes (`<results>/<bench>/<arm>_seed<k>.json`), so seeds and
@@ -82,6 +82,29 @@ def run_cli(main) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+TIMING_RECIPE_KEYS = ("presets", "steps", "first_step", "threads", "seed")
+
+
+def add_step_timing_args(ap: argparse.ArgumentParser, steps: int) -> None:
+    """The arguments of the step-timing benchmarks (cpu_attention.py, train_compile.py)."""
+    ap.add_argument("--presets", nargs="+", default=["ugen-tiny", "unifluid-tiny"])
+    ap.add_argument("--steps", type=int, default=steps, help="timed optimizer steps per preset and mode")
+    ap.add_argument("--first-step", type=int, default=1400, help="where in the schedule (stage B) to time")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", default=str(RESULTS))
+
+
+def timing_env(threads: int) -> dict:
+    """When and where a step-timing benchmark ran."""
+    import platform
+
+    import torch
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "threads": threads,
+            "torch": torch.__version__}
 
 
 def set_threads(n: int) -> None:

@@ -13,7 +13,6 @@ benchmarks/results/cpu_attention.json and .md.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchkit import TIMING_RECIPE_KEYS, add_step_timing_args, timing_env
 from uniar.config import load_config
 from uniar.configs import resolve
 from uniar.models.backbone.builtin import Attention
@@ -28,7 +28,6 @@ from uniar.train.config import TrainConfig
 from uniar.train.loop import Trainer
 from uniar.utils.io import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def time_preset(preset: str, steps: int, first_step: int, seed: int) -> dict:
@@ -65,12 +64,7 @@ def time_preset(preset: str, steps: int, first_step: int, seed: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["ugen-tiny", "unifluid-tiny"])
-    ap.add_argument("--steps", type=int, default=12, help="timed optimizer steps per preset and mode")
-    ap.add_argument("--first-step", type=int, default=1400, help="where in the schedule (stage B) to time")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results", default=str(RESULTS))
+    add_step_timing_args(ap, steps=12)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -80,9 +74,8 @@ def main() -> int:
         print(f"{preset}: {r['bf16_attention_s_per_step']:.3f} s/step (bf16 attention) -> "
               f"{r['fp32_attention_s_per_step']:.3f} s/step (fp32 attention), x{r['speedup']:.2f}", flush=True)
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "threads": args.threads,
-           "torch": torch.__version__}
-    recipe = {k: getattr(args, k) for k in ("presets", "steps", "first_step", "threads", "seed")}
+    env = timing_env(args.threads)
+    recipe = {k: getattr(args, k) for k in TIMING_RECIPE_KEYS}
     out = Path(args.results)
     write_json(out / "cpu_attention.json", {"recipe": recipe, "env": env, "presets": rows})
     lines = ["# Attention precision on CPU: training-step time", "",

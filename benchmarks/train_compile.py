@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
+from benchkit import TIMING_RECIPE_KEYS, add_step_timing_args, timing_env
 from uniar.config import load_config
 from uniar.configs import resolve
 from uniar.train.config import TrainConfig
 from uniar.train.loop import Trainer
 from uniar.utils.io import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP_STEPS = 3  # the compiled trainer's first steps compile (training, then the shapes that follow)
 
 
@@ -61,12 +61,7 @@ def time_preset(preset: str, steps: int, first_step: int, seed: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["ugen-tiny", "unifluid-tiny"])
-    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps per preset and mode")
-    ap.add_argument("--first-step", type=int, default=1400, help="where in the schedule (stage B) to time")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results", default=str(RESULTS))
+    add_step_timing_args(ap, steps=30)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -76,9 +71,8 @@ def main() -> int:
         print(f"{preset}: eager {r['eager_s_per_step']:.3f} s/step -> compiled {r['compiled_s_per_step']:.3f} "
               f"s/step, x{r['speedup']:.2f}; compiling cost {r['compile_overhead_s']:.0f} s", flush=True)
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "threads": args.threads,
-           "torch": torch.__version__, "processor": platform.processor()}
-    recipe = {k: getattr(args, k) for k in ("presets", "steps", "first_step", "threads", "seed")}
+    env = {**timing_env(args.threads), "processor": platform.processor()}
+    recipe = {k: getattr(args, k) for k in TIMING_RECIPE_KEYS}
     out = Path(args.results)
     write_json(out / "train_compile.json", {"recipe": recipe, "env": env, "presets": rows})
     lines = ["# torch.compile of the training forward: training-step time", "",
