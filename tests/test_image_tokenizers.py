@@ -348,6 +348,7 @@ def test_diffusers_vq_adapter(tmp_path):
     vq.save_pretrained(tmp_path / "movq")
     tok = load_image_tokenizer(tmp_path / "movq")
     assert (tok.kind, tok.grid, tok.num_tokens, tok.codebook_size) == ("discrete", (8, 8), 64, 32)
+    assert torch.equal(tok.code_vectors(), vq.quantize.embedding.weight.detach())
     images = random_images()
     ids = tok.encode(images)
     assert ids.dtype == torch.long and ids.shape == (3, 64)

@@ -37,19 +37,26 @@ def build_model(model_cfg, text_tok, image_tok):
     """The model of `model_cfg.family` over the unified vocabulary of these tokenizers."""
     if model_cfg.family == "ugen":
         from uniar.models.ugen import UGen
+        from uniar.models.visual_init import check_visual_embed_init, init_from_codebook
 
         if image_tok.kind != "discrete":
             raise UserError("UGen needs a discrete (VQ) image tokenizer; got a continuous one")
+        init = check_visual_embed_init(model_cfg.visual_embed_init)
         vocab = Vocabulary.from_tokenizer(text_tok, n_visual=image_tok.codebook_size)
         backbone = build_backbone(model_cfg.backbone, vocab.size)
         image_len = image_tok.num_tokens if model_cfg.image_pos_embed else 0
-        return UGen(backbone, vocab, loss_norm=model_cfg.loss_norm, softmax=model_cfg.softmax,
-                    image_len=image_len)
+        model = UGen(backbone, vocab, loss_norm=model_cfg.loss_norm, softmax=model_cfg.softmax,
+                     image_len=image_len)
+        if init == "codebook":
+            init_from_codebook(model.backbone, vocab, image_tok.code_vectors())
+        return model
     if model_cfg.family == "unifluid":
         if model_cfg.image_pos_embed:
             raise UserError("model.image_pos_embed is UGen's switch; UniFluid has "
                             "model.unifluid.image_pos_embed (generated images) and "
                             "model.unifluid.und_pos_embed (images it reads)")
+        if model_cfg.visual_embed_init != "random":
+            raise UserError("model.visual_embed_init applies to UGen only: UniFluid has no visual ids")
         if model_cfg.softmax != "full":
             raise UserError("model.softmax applies to UGen only: UniFluid's softmax has no visual ids "
                             "(its images go through the diffusion head); leave it at full")

@@ -121,6 +121,9 @@ class DiffusersVQTokenizer(_DiffusersTokenizer):
         self.codebook_size = int(model.config.num_vq_embeddings)
         self.code_dim = int(model.config.vq_embed_dim or model.config.latent_channels)
 
+    def code_vectors(self) -> torch.Tensor:
+        return self.model.quantize.embedding.weight.detach().float().clone()
+
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         latents = self.model.encode(images.to(self.dtype)).latents  # pre-quantisation
         _, _, (_, _, ids) = self.model.quantize(latents)

@@ -70,6 +70,10 @@ class ImageTokenizer(nn.Module):
         """decode(encode(images)): what the tokens keep of the images."""
         return self.decode(self.encode(images))
 
+    def code_vectors(self) -> torch.Tensor:
+        """Discrete tokenizers: the (codebook_size, code_dim) vector each code id stands for."""
+        raise UserError(f"{type(self).__name__} has no codebook to read code vectors from")
+
     def _encode(self, images: torch.Tensor, **kwargs) -> torch.Tensor:
         raise NotImplementedError
 

@@ -192,6 +192,9 @@ class VQTokenizer(ImageTokenizer):
         z = self.quantizer.prepare(grid_to_tokens(self.encoder(images)))  # (B, N, D)
         return self.quantizer.nearest(z.reshape(-1, z.shape[-1])).view(z.shape[:2])
 
+    def code_vectors(self) -> torch.Tensor:
+        return self.quantizer.codebook.detach().clone()
+
     def _decode(self, ids: torch.Tensor) -> torch.Tensor:
         codes = self.quantizer.lookup(ids.long())  # (B, N, D)
         return self.decoder(tokens_to_grid(codes, self.grid))

@@ -38,6 +38,10 @@ class ModelConfig:
     # so the model knows which cell a token shows without counting from <boi> (the paper is silent;
     # false = none, only the backbone's 1-D positions). UniFluid: model.unifluid.image_pos_embed.
     image_pos_embed: bool = False
+    # UGen: where the visual ids' input embeddings start. "random": fresh rows, as the paper extends
+    # the vocabulary; "codebook": each id's VQ code vector through a fixed random projection, so codes
+    # that look alike start alike (models/visual_init.py)
+    visual_embed_init: str = "random"
 
 
 @dataclass

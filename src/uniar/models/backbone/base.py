@@ -73,6 +73,10 @@ class Backbone(nn.Module, ABC):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B,T) -> input embeddings (B,T,H), exactly as the model itself would embed them."""
 
+    @abstractmethod
+    def input_embedding_weight(self) -> torch.Tensor:
+        """The (vocab_size, H) input embedding parameter, for initialising rows in place."""
+
     @torch.no_grad()
     def embedding_std(self, n_ids: int = 4096) -> float:
         """Std of the first `n_ids` token embeddings: the scale new input embeddings start at, so

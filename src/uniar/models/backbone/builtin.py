@@ -246,6 +246,9 @@ class Decoder(Backbone):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.tok_embed(ids)
 
+    def input_embedding_weight(self) -> torch.Tensor:
+        return self.tok_embed.weight
+
     def forward(self, embeds, positions, key_padding_mask=None, cache=None, attn_mask=None):
         check_inputs(embeds, positions, self.hidden_size)
         b, t, _ = embeds.shape

@@ -143,6 +143,9 @@ class HFBackbone(Backbone):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.get_input_embeddings()(ids)
 
+    def input_embedding_weight(self) -> torch.Tensor:
+        return self.lm.get_input_embeddings().weight
+
     def forward(self, embeds, positions, key_padding_mask=None, cache=None, attn_mask=None):
         check_inputs(embeds, positions, self.hidden_size)
         b, t, _ = embeds.shape
