@@ -126,3 +126,29 @@ def test_top_k_and_top_p_filters():
     assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
     kept = ~torch.isinf(filter_logits(logits, top_p=0.5))
     assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_prompt_first_prompts_decode_like_their_training_rows(setup):
+    """model.prompt_first: an edit prompt and a VQA prompt are cuts of the training rows of what the
+    sampler drew, so cached decoding sees exactly the logits a full forward of that row gives."""
+    model, _ = setup
+    v = model.vocab
+    builder = SequenceBuilder(text_tokenizer(), v, gen_len=N, und_len=N, discrete=True, max_len=256,
+                              prompt_first=True)
+    src = ImageData(codes=np.arange(N) % 16)
+    edit = builder.edit(src, "remove the red circle")
+    image_first = SequenceBuilder(text_tokenizer(), v, gen_len=N, und_len=N, discrete=True,
+                                  max_len=256).edit(src, "remove the red circle")
+    assert sorted(edit.tokens) == sorted(image_first.tokens)
+    assert edit.tokens.index(builder.boi) > image_first.tokens.index(builder.boi)  # instruction first
+    res = Decoder(model, N).run([edit], "image", SamplingConfig(seed=3), pad_id=0, return_logits=True)
+    row = builder.edit(src, "remove the red circle", ImageData(codes=np.array(res["tokens"][0][:N]) - v.visual_offset))
+    vqa = builder.vqa(src, "what color is the circle?")
+    res_vqa = Decoder(model, N).run([vqa], "text", SamplingConfig(seed=3, max_new_tokens=4), pad_id=0,
+                                    return_logits=True)
+    for prompt, out, full_row in [(edit, res, row), (vqa, res_vqa, None)]:
+        ids = torch.tensor([full_row.tokens if full_row else prompt.tokens + out["tokens"][0]])
+        with torch.no_grad():
+            full = model.logits(model.hidden(model.embed(ids), torch.arange(ids.shape[1])[None], None))
+        for step, logits in enumerate(out["logits"]):
+            torch.testing.assert_close(logits[0], full[0, len(prompt.tokens) - 1 + step], atol=1e-4, rtol=1e-4)
