@@ -29,7 +29,6 @@ from uniar.train.loop import Trainer
 from uniar.utils.io import write_json, write_text
 
 
-
 def time_preset(preset: str, steps: int, first_step: int, seed: int) -> dict:
     """Seconds per optimizer step with fp32 and with bf16 attention, and the loss of one batch both ways.
 
