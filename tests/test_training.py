@@ -69,6 +69,32 @@ def test_sequence_loss_norm_averages_rows_and_survives_micro_batching(tmp_path, 
     np.testing.assert_allclose(losses(tmp_path / "grouped"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
 
 
+def test_stage_loss_weights_scale_their_tasks_rows_and_reach_the_batches(tmp_path, tiny_vq):
+    """A stage's loss_weights multiply each of its tasks' rows in the loss; the normaliser stays the row count."""
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=16)
+    model.loss_norm = "sequence"
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    rng = np.random.default_rng(0)
+    rows = [b.t2i("a prompt", ImageData(codes=rng.integers(0, 16, 8))), b.text("some plain text for the model")]
+    with torch.no_grad():
+        per_row = [float(model.loss(collate([r], pad_id=0)).components["ce"]) for r in rows]
+        batch = collate(rows, pad_id=0)
+        batch.row_weight = torch.tensor([1.0, 3.0])
+        weighted = model.loss(batch).components["ce"]
+    torch.testing.assert_close(float(weighted), per_row[0] + 3 * per_row[1], rtol=1e-5, atol=1e-5)
+    assert model.target_counts(batch) == {"ce": 2}
+
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq, steps=2)
+    cfg.stages[-1].loss_weights = {"text": 2.5}
+    trainer = Trainer(cfg, progress=False)
+    for mb in trainer.micro_batches(cfg.steps - 1):
+        assert mb.row_weight.tolist() == [2.5 if t == "text" else 1.0 for t in mb.tasks]
+    cfg.stages[-1].loss_weights = {"txt": 2.0}
+    with pytest.raises(UserError, match="loss_weights"):
+        cfg.validate()
+
+
 def test_turn_loss_norm_weighs_every_answer_of_a_multi_question_row_as_a_row():
     """loss_norm=turn: each unbroken run of trained tokens counts once; on one-turn rows it is "sequence"."""
     from uniar.models.losses import turn_index

@@ -84,6 +84,7 @@ class Batch:
     next_image_pos: torch.Tensor  # (B,T) long: image position of the GEN token that follows, else -1
     tasks: list[str]
     images: list[ImageData]
+    row_weight: torch.Tensor | None = None  # (B,) float: each row's weight in the loss (a stage's loss_weights); None = 1
 
     def to(self, device) -> "Batch":
         fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}

@@ -78,10 +78,13 @@ def _turn_counts(sel: torch.Tensor, turns: torch.Tensor | None) -> tuple[torch.T
     return groups, torch.bincount(groups)
 
 
-def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None) -> torch.Tensor:
+def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = None,
+                   row_weight: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T) float weight of each selected target under `norm` (0 where `sel` is False).
 
-    `turns` (turn_index of the same positions) is needed by norm "turn" only.
+    `turns` (turn_index of the same positions) is needed by norm "turn" only; `row_weight` (B,)
+    scales each row (a stage's task loss_weights; Batch.row_weight). The normaliser does not change:
+    a row of weight 2 counts as two rows.
     """
     w = sel.float()
     if norm == "sequence":
@@ -89,6 +92,8 @@ def target_weights(sel: torch.Tensor, norm: str, turns: torch.Tensor | None = No
     elif norm == "turn":
         groups, counts = _turn_counts(sel, turns)
         w[sel] = 1.0 / counts[groups].float()
+    if row_weight is not None:
+        w = w * row_weight[:, None].to(w.dtype)
     return w
 
 

@@ -125,7 +125,7 @@ class UGen(nn.Module):
 
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
         row_sums = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, ce.detach().float())
-        weight = target_weights(sel, self.loss_norm, batch_turns(batch, self.loss_norm))[sel]
+        weight = target_weights(sel, self.loss_norm, batch_turns(batch, self.loss_norm), batch.row_weight)[sel]
         parts = LossParts(components={"ce": (ce * weight).sum()})
         parts.add_task_losses(batch.tasks, row_sums, sel.sum(1))
 

@@ -324,7 +324,7 @@ class UniFluid(nn.Module):
 
         logits = self.logits(hidden[:, :-1][ce_sel])
         ce = F.cross_entropy(logits, batch.ids[:, 1:][ce_sel], reduction="none")
-        parts = LossParts(components={"ce": (ce * target_weights(ce_sel, self.loss_norm, turns)[ce_sel]).sum()})
+        parts = LossParts(components={"ce": (ce * target_weights(ce_sel, self.loss_norm, turns, batch.row_weight)[ce_sel]).sum()})
         ce_rows = torch.zeros(B, device=ce.device).index_add_(0, rows.expand_as(ce_sel)[ce_sel], ce.detach().float())
         parts.add_task_losses(batch.tasks, ce_rows, ce_sel.sum(1), prefix="ce_")
 
@@ -332,7 +332,7 @@ class UniFluid(nn.Module):
         if bool(diff_sel.any()):
             # the head at position t-1 predicts the GEN token at t
             cond, target = hidden[:, :-1][diff_sel], latents[:, 1:][diff_sel]
-            weight = target_weights(diff_sel, self.loss_norm, turns)[diff_sel]
+            weight = target_weights(diff_sel, self.loss_norm, turns, batch.row_weight)[diff_sel]
             task_of = [batch.tasks[r] for r in rows.expand_as(diff_sel)[diff_sel].tolist()]
             diffusion = 0.0
             for task in sorted(set(task_of)):

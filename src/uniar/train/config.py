@@ -51,6 +51,10 @@ class StageConfig:
     weights: dict = field(default_factory=lambda: {"t2i": 1.0})  # task -> mixture weight
     # this stage's VQA question-type weights (data.vqa_type_weights for the stage); None = those
     vqa_type_weights: dict | None = None
+    # task -> weight of that task's rows in the loss (absent tasks: 1). The mixture `weights` decide
+    # which rows are drawn; these scale their share of the gradient without changing the data: under
+    # loss_norm "sequence" a loss weight of 2 counts each of the task's rows twice.
+    loss_weights: dict | None = None
     # a learning-rate restart at this stage's first step: warm-up again to this peak, then cosine down
     # to peak * min_lr_ratio at the next restart or the run's end; None = the run's schedule goes on
     restart_lr: float | None = None
@@ -134,6 +138,14 @@ class TrainConfig:
                                 f"({', '.join(known)}), values weights >= 0")
             if weights and not any(w > 0 for w in weights.values()):
                 raise UserError(f"{where} needs at least one positive weight")
+        from uniar.data.sequence import TASKS
+
+        for s in self.stages:
+            bad = {t: w for t, w in (s.loss_weights or {}).items()
+                   if t not in TASKS or not isinstance(w, (int, float)) or w < 0}
+            if bad:
+                raise UserError(f"stage {s.name} loss_weights: {bad} is not valid; keys are tasks "
+                                f"({', '.join(TASKS)}), values weights >= 0")
         if not 0.0 <= self.data.exists_near_miss <= 1.0:
             raise UserError(f"data.exists_near_miss is a probability, got {self.data.exists_near_miss}")
         if self.data.vqa_per_row > 1 and self.model.prompt_first:

@@ -152,7 +152,11 @@ class Trainer:
             chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
         else:
             chunks = [mine[i::accum] for i in range(accum)]
-        return [collate(c, pad_id=self.text_tok.pad_id, side="right").to(info.device) for c in chunks]
+        batches = [collate(c, pad_id=self.text_tok.pad_id, side="right") for c in chunks]
+        if stage.loss_weights:
+            for b in batches:
+                b.row_weight = torch.tensor([float(stage.loss_weights.get(t, 1.0)) for t in b.tasks])
+        return [b.to(info.device) for b in batches]
 
     # ---- one optimizer step ------------------------------------------------------------------------
 
