@@ -123,29 +123,24 @@ class TrainConfig:
         if not 1 <= self.data.vqa_per_row <= 5:
             raise UserError(f"data.vqa_per_row must be 1..5 (a scene has at most 5 questions), "
                             f"got {self.data.vqa_per_row}")
+        from uniar.data.sequence import TASKS
         from uniar.data.shapesworld.questions import AID_TYPES, QUESTION_TYPES
 
-        known = QUESTION_TYPES + AID_TYPES
-
+        # (where, weights, allowed keys, what the keys are, whether one weight must be positive)
         named = [("data.vqa_type_weights", self.data.vqa_type_weights)]
         named += [(f"stage {s.name} vqa_type_weights", s.vqa_type_weights) for s in self.stages
                   if s.vqa_type_weights is not None]
-        for where, weights in named:
+        checks = [(where, w, QUESTION_TYPES + AID_TYPES, "question types", True) for where, w in named]
+        checks += [(f"stage {s.name} loss_weights", s.loss_weights, TASKS, "tasks", False)
+                   for s in self.stages if s.loss_weights]
+        for where, weights, known, what, need_positive in checks:
             bad = {t: w for t, w in weights.items()
                    if t not in known or not isinstance(w, (int, float)) or w < 0}
             if bad:
-                raise UserError(f"{where}: {bad} is not valid; keys are question types "
+                raise UserError(f"{where}: {bad} is not valid; keys are {what} "
                                 f"({', '.join(known)}), values weights >= 0")
-            if weights and not any(w > 0 for w in weights.values()):
+            if need_positive and weights and not any(w > 0 for w in weights.values()):
                 raise UserError(f"{where} needs at least one positive weight")
-        from uniar.data.sequence import TASKS
-
-        for s in self.stages:
-            bad = {t: w for t, w in (s.loss_weights or {}).items()
-                   if t not in TASKS or not isinstance(w, (int, float)) or w < 0}
-            if bad:
-                raise UserError(f"stage {s.name} loss_weights: {bad} is not valid; keys are tasks "
-                                f"({', '.join(TASKS)}), values weights >= 0")
         if not 0.0 <= self.data.exists_near_miss <= 1.0:
             raise UserError(f"data.exists_near_miss is a probability, got {self.data.exists_near_miss}")
         if self.data.vqa_per_row > 1 and self.model.prompt_first:
