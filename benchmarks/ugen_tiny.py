@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", type=float, default=2.0)
     ap.add_argument("--no-text-baseline", action="store_true")
     ap.add_argument("--reuse", action="store_true",
-                    help="reuse a finished run in --out (its final checkpoint and saved evaluations)")
+                    help="reuse a finished run in --out (its final checkpoints, the text-only one too, and saved evaluations)")
     ap.add_argument("--results", default=str(RESULTS), help="folder for ugen_tiny.json / .md")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the ugen-tiny config")
     args = ap.parse_args(argv)
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
             report = json.loads(saved.read_text())
             results[split] = report["metrics"]
             results["wall"][f"eval_{split}_s"] = report["timing"].get("wall_s", float("nan"))
+            for source in ("pydoc", "shapesworld"):  # evaluations saved before the per-part scores
+                results[split].setdefault(f"text_ppl_{source}", heldout_perplexity(pipe, source=source))
             continue
         t = time.time()
         report = evaluate(pipe, split, n=args.n, sampling=sampling, out_dir=out / "eval", checkpoint=str(ckpt))
@@ -106,13 +108,24 @@ def main(argv=None) -> int:
             "eval.every=0", "progressive_vocab.enabled=false", *args.overrides])
         text_cfg.stages = [StageConfig("A", 1.0, {"text": 1.0})]
         text_cfg.steps = max(1, round(rows / text_cfg.optim.batch_size))
+        text_ckpt = out / "text_only" / "checkpoints" / "final"
         t = time.time()
-        Trainer(text_cfg).run()
-        text_pipe = Pipeline.from_checkpoint(out / "text_only" / "checkpoints" / "final")
+        if args.reuse and (text_ckpt / "config.json").is_file():
+            print(f"ugen-tiny: reusing {text_ckpt}", file=sys.stderr)
+            text_s = float(read_metrics(out / "text_only")[-1]["elapsed_s"])
+        else:
+            Trainer(text_cfg).run()
+            text_s = time.time() - t
+        text_pipe = Pipeline.from_checkpoint(text_ckpt)
         ppl_text = heldout_perplexity(text_pipe)
         results["text_only"] = {"steps": text_cfg.steps, "text_sequences": rows, "text_ppl": ppl_text,
-                                "train_s": time.time() - t}
+                                "train_s": text_s}
         results["text_ppl_ratio"] = results["test"]["text_ppl"] / ppl_text
+        for source in ("pydoc", "shapesworld"):  # the held-out slice's two parts, each on its own
+            own = heldout_perplexity(text_pipe, source=source)
+            results["text_only"][f"text_ppl_{source}"] = own
+            if f"text_ppl_{source}" in results["test"]:
+                results[f"text_ppl_ratio_{source}"] = results["test"][f"text_ppl_{source}"] / own
         if "text_ppl_text_ids" in results["test"]:  # softmax=full: also the ratio over text ids only
             ids_only = heldout_perplexity(text_pipe, softmax="per_modality")
             results["text_only"]["text_ppl_text_ids"] = ids_only
@@ -130,7 +143,7 @@ def markdown(r: dict) -> str:
     keys = ["t2i_exact", "t2i_recall", "t2i_precision", "caption_exact", "caption_f1", "cider", "bleu4",
             "vqa_acc", "vqa_acc_color", "vqa_acc_shape", "vqa_acc_count", "vqa_acc_exists", "vqa_acc_where",
             "edit_exact", "edit_exact_recolor", "edit_exact_move", "edit_exact_remove", "edit_exact_add",
-            "fid_sw", "text_ppl", "text_ppl_text_ids"]
+            "fid_sw", "text_ppl", "text_ppl_text_ids", "text_ppl_pydoc", "text_ppl_shapesworld"]
     lines = ["# ugen-tiny on ShapesWorld", "",
              f"Recipe: `{r['recipe']}`", "",
              f"Training: {r['recipe']['steps']} steps in {r['wall']['train_s'] / 60:.1f} min on this machine (periodic evaluations not counted).", "",
@@ -147,6 +160,10 @@ def markdown(r: dict) -> str:
             lines += ["", f"Over text ids only (the softmax the sampler draws text from; `model.softmax="
                       f"per_modality` trains with it): text-only {t['text_ppl_text_ids']:.3f}, ratio "
                       f"{r['text_ppl_ratio_text_ids']:.3f}."]
+        if "text_ppl_ratio_pydoc" in r:
+            lines += ["", "By part of the held-out text: Python documentation, text-only "
+                      f"{t['text_ppl_pydoc']:.3f}, ratio {r['text_ppl_ratio_pydoc']:.3f}; ShapesWorld text, "
+                      f"text-only {t['text_ppl_shapesworld']:.3f}, ratio {r['text_ppl_ratio_shapesworld']:.3f}."]
     lines += ["", f"Learning curve on `val`: {r['run_folder']}/unified/metrics.png and eval.jsonl."]
     return "\n".join(lines) + "\n"
 

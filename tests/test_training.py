@@ -172,6 +172,24 @@ def test_heldout_perplexity_over_text_ids_only():
     assert heldout_perplexity(pipe, windows=8) == pytest.approx(ids_only)
 
 
+def test_heldout_perplexity_by_source():
+    from types import SimpleNamespace
+
+    from uniar.errors import UserError
+    from uniar.eval.evaluate import heldout_perplexity
+
+    torch.manual_seed(0)
+    model = tiny_ugen(n_visual=64).eval()
+    b = SequenceBuilder(text_tokenizer(), model.vocab, gen_len=8, und_len=8, discrete=True, max_len=256)
+    pipe = SimpleNamespace(model=model, builder=b, text_tok=text_tokenizer())
+    parts = {s: heldout_perplexity(pipe, windows=16, source=s) for s in ("pydoc", "shapesworld")}
+    whole = heldout_perplexity(pipe, windows=16)
+    assert parts["pydoc"] != parts["shapesworld"]  # each reads its own text
+    assert min(parts.values()) * 0.95 <= whole <= max(parts.values()) * 1.05  # the whole mixes the two
+    with pytest.raises(UserError, match="unknown held-out text source 'wiki'"):
+        heldout_perplexity(pipe, windows=4, source="wiki")
+
+
 def test_image_size_that_the_tokenizer_does_not_read_is_a_clear_error(tmp_path, tiny_vq):
     from uniar.errors import UserError
 

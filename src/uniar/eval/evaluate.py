@@ -89,6 +89,8 @@ def evaluate(pipe, split: str = "test", n: int = 200, sampling: SamplingConfig |
             save_image(out / f"edit_{split}.png", image_grid(tiles, labels, cols=6))
     if "text" in tasks:
         metrics["text_ppl"] = heldout_perplexity(pipe, windows=text_windows)
+        for source in TEXT_SOURCES[1:]:  # the two parts of the held-out slice, each on its own
+            metrics[f"text_ppl_{source}"] = heldout_perplexity(pipe, windows=text_windows, source=source)
         if getattr(pipe.model, "softmax", None) == "full":  # UGen: also over the ids the sampler emits in text
             metrics["text_ppl_text_ids"] = heldout_perplexity(pipe, windows=text_windows, softmax="per_modality")
 
@@ -110,15 +112,23 @@ def _merge(metrics: dict, task: str, scored: dict) -> None:
             metrics[k] = v
 
 
+TEXT_SOURCES = ("all", "pydoc", "shapesworld")
+
+
 @torch.no_grad()
 def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: int = 32,
-                       softmax: str | None = None) -> float:
+                       softmax: str | None = None, source: str = "all") -> float:
     """Perplexity of the model on held-out text (the corpus's held-out slice), in the training format.
 
     `softmax` (UGen): measure with this `model.softmax` instead of the model's own; "per_modality"
     gives the perplexity over text ids only, the distribution the sampler draws text from.
+    `source`: the whole held-out slice, or only its Python-documentation or ShapesWorld part (the
+    two behave very differently: one is out of the image domain, the other is its language).
     """
-    from uniar.data.corpus import corpus_documents, token_stream
+    from uniar.data.corpus import corpus_documents, pydoc_documents, shapesworld_documents, token_stream
+
+    if source not in TEXT_SOURCES:
+        raise UserError(f"unknown held-out text source {source!r}; expected one of {TEXT_SOURCES}")
 
     model = pipe.model
     if softmax is not None and softmax != getattr(model, "softmax", None):
@@ -127,10 +137,11 @@ def heldout_perplexity(pipe, windows: int = 200, length: int = 64, batch_size: i
         own = model.softmax
         model.softmax = softmax
         try:
-            return heldout_perplexity(pipe, windows, length, batch_size)
+            return heldout_perplexity(pipe, windows, length, batch_size, source=source)
         finally:
             model.softmax = own
-    ids = token_stream(pipe.text_tok, corpus_documents("heldout"), add_bos=False)
+    docs = {"all": corpus_documents, "pydoc": pydoc_documents, "shapesworld": shapesworld_documents}[source]("heldout")
+    ids = token_stream(pipe.text_tok, docs, add_bos=False)
     starts = np.linspace(0, len(ids) - length - 1, num=min(windows, max(1, len(ids) // length)), dtype=int)
     total, count = 0.0, 0
     # the per-task sums are plain token sums whatever model.loss_norm weighs the training loss by

@@ -21,7 +21,7 @@ def periodic_eval(trainer, n: int) -> dict:
     report = evaluate(pipe, split="val", n=n, sampling=SamplingConfig(image_top_k=0), tasks=tasks,
                       fid=False, text_windows=64)
     model.train(was_training)
-    keep = ("t2i_exact", "caption_exact", "vqa_acc", "edit_exact", "text_ppl")
+    keep = ("t2i_exact", "caption_exact", "vqa_acc", "edit_exact", "text_ppl", "text_ppl_pydoc", "text_ppl_shapesworld")
     return {k: v for k, v in report["metrics"].items() if k in keep}
 
 

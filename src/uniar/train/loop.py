@@ -396,7 +396,7 @@ def plot_metrics(out_dir: Path) -> Path | None:
     if evals:
         ax = axes[0, 1]
         keys = [k for k in evals[-1] if k != "step" and isinstance(evals[-1][k], (int, float))
-                and not k.endswith("_n") and k not in ("text_ppl",)]
+                and not k.endswith("_n") and not k.startswith("text_ppl")]
         for k in keys:
             ax.plot([e["step"] for e in evals], [e.get(k, np.nan) for e in evals], marker="o", label=k)
         ax.set_xlabel("step"), ax.set_ylim(0, 1.05), ax.legend(fontsize=7), ax.set_title("val scores")
