@@ -27,7 +27,8 @@ def tiny_model(seed: int = 0, und: str = "builtin", **cfg) -> UniFluid:
     g = cfg.get("token_group", 1)
     head = DiffusionHeadConfig(token_dim=D * g * g, cond_dim=64, width=32, depth=2, sample_steps=6)
     config = UniFluidConfig(head=head, und_encoder=und, **cfg)
-    encoder = build_und_encoder(und, hidden_size=64, projector="mlp", image_size=S, gen_len=N // (g * g),
+    encoder = build_und_encoder(und, hidden_size=64, projector=cfg.get("und_projector", "mlp"), image_size=S,
+                                gen_len=N // (g * g),
                                 token_dim=D * g * g, builtin=BuiltinEncoderConfig([8, 16, 16]),
                                 merge=cfg.get("und_merge", 1))
     return UniFluid(backbone, vocab, config, GRID, encoder)
@@ -290,6 +291,27 @@ def test_shared_und_positions_are_the_next_position_table():
         UniFluidConfig(und_pos_shared=True)
     with pytest.raises(UserError, match="next-position"):
         UniFluidConfig(und_pos_embed=True, und_pos_shared=True, image_pos_embed="none")
+
+
+def test_gen_projector_reads_an_image_as_a_generated_one_is_read():
+    lat = torch.randn(N, D)
+    model = tiny_model(und="vae", und_pos_embed=True, und_projector="gen")
+    assert model.und_pos is None and not list(model.und.parameters())  # no input path of its own
+    b = builder_for(model)
+    read = collate([b.caption(ImageData(latents=lat), "a caption")], pad_id=0)
+    drawn = collate([b.t2i("a caption", ImageData(latents=lat))], pad_id=0)
+    und, gen = read.role[0] == UND, drawn.role[0] == GEN
+    with torch.no_grad():
+        x_read = model.embed(read.ids, read)[0, und]
+        x_gen = model.embed(drawn.ids, drawn)[0, gen]
+    # token j read = token j generated, less the generated one's pointer to the next position
+    nxt = drawn.next_image_pos[0, gen]
+    next_pos = model.next_pos.weight[nxt.clamp(min=0)] * (nxt >= 0)[:, None]  # the last token points nowhere
+    torch.testing.assert_close(x_read, x_gen - next_pos, rtol=1e-5, atol=1e-5)
+    model.loss(read).components["ce"].backward()  # a caption alone trains the shared projection
+    assert float(model.in_proj.weight.grad.abs().sum()) > 0
+    with pytest.raises(UserError, match="und_encoder: vae"):
+        UniFluidConfig(und_encoder="builtin", und_projector="gen")
 
 
 def test_token_grouping_round_trips_and_groups_neighbours():

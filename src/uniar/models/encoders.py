@@ -27,7 +27,7 @@ from torch import nn
 from uniar.errors import UserError
 
 UND_ENCODERS = ("builtin", "siglip", "vae")
-PROJECTORS = ("linear", "mlp")
+PROJECTORS = ("linear", "mlp", "gen")  # gen: vae only, read through UniFluid's generation input projection
 
 
 @dataclass
@@ -180,11 +180,14 @@ def merge_neighbours(feats: torch.Tensor, k: int, grid: tuple[int, int] | None =
 
 
 def make_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
-    """Encoder features -> backbone width: one linear layer, or LLaVA's Linear-GELU-Linear."""
+    """Encoder features -> backbone width: one linear layer, or LLaVA's Linear-GELU-Linear (or, for
+    `gen`, nothing here: UniFluid applies its generation input projection)."""
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+    if kind == "gen":  # no projector of its own: the model maps the tokens as it maps generated ones
+        return nn.Identity()
     raise UserError(f"unknown projector {kind!r}; choose one of {', '.join(PROJECTORS)}")
 
 

@@ -44,7 +44,11 @@ class UniFluidConfig:
     # the diffusion head; token_dim and cond_dim are set from the image tokenizer and the backbone
     head: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
     und_encoder: Literal["builtin", "siglip", "vae"] = "builtin"
-    und_projector: Literal["linear", "mlp"] = "mlp"
+    # linear | mlp: a projector of the understanding encoder's own; gen (und_encoder vae only): an
+    # image to be understood is read the way a generated one is, through the generation input
+    # projection (and, with und_pos_embed, the current-position table), as UGen reads both roles
+    # through one embedding table. The paper reads SigLIP features through a projector.
+    und_projector: Literal["linear", "mlp", "gen"] = "mlp"
     builtin_encoder: BuiltinEncoderConfig = field(default_factory=BuiltinEncoderConfig)
     siglip_path: str = ""  # local SigLIP folder (und_encoder=siglip)
     siglip_trainable: bool = False  # fine-tune the SigLIP tower (frozen by default)
@@ -99,6 +103,9 @@ class UniFluidConfig:
             raise UserError(f"model.unifluid.image_pos_embed must be one of {', '.join(POS_EMBEDS)}")
         if self.und_pos_shared and not self.und_pos_embed:
             raise UserError("model.unifluid.und_pos_shared needs und_pos_embed: true (it shares that embedding)")
+        if self.und_projector == "gen" and (self.und_encoder != "vae" or self.und_merge != 1 or self.und_pos_shared):
+            raise UserError("model.unifluid.und_projector 'gen' reads the image's own tokens through the generation "
+                            "input projection: it needs und_encoder: vae, und_merge: 1 and und_pos_shared: false")
         if self.und_pos_shared and self.image_pos_embed == "none":
             raise UserError("model.unifluid.und_pos_shared shares the next-position table, which "
                             "image_pos_embed: none does not build; use current_and_next or next")
@@ -141,7 +148,7 @@ class UniFluid(nn.Module):
             if self.und_len != gen_len:
                 raise UserError(f"model.unifluid.und_pos_shared needs as many read tokens as generated ones "
                                 f"({self.und_len} against {gen_len}); set und_pos_shared: false")
-        elif cfg.und_pos_embed:
+        elif cfg.und_pos_embed and not (cfg.und_projector == "gen" and self.cur_pos is not None):
             self.und_pos = nn.Embedding(self.und_len, hidden)
         self.img_mask = vocab.sid("<img_mask>")
         self._init_inputs()
@@ -254,9 +261,14 @@ class UniFluid(nn.Module):
         feats = self.und([batch.images[i] for i in used], x.device, prepare=self.group_tokens)  # (K, und_len, H)
         slot = torch.full((len(batch.images),), -1, dtype=torch.long, device=x.device)
         slot[torch.tensor(used, device=x.device)] = torch.arange(len(used), device=x.device)
+        if self.cfg.und_projector == "gen":  # one input path for both roles of an image
+            feats = self.in_proj(feats.to(self.in_proj.weight.dtype))
         x = x.clone()
         x[und] = feats[slot[index], batch.image_pos[und]].to(x.dtype)
-        table = self.next_pos if self.cfg.und_pos_shared else self.und_pos
+        if self.cfg.und_projector == "gen" and self.cur_pos is not None:
+            table = self.cur_pos if self.cfg.und_pos_embed else None
+        else:
+            table = self.next_pos if self.cfg.und_pos_shared else self.und_pos
         if table is not None:
             x[und] = x[und] + table(batch.image_pos[und]).to(x.dtype)
         return x
