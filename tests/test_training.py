@@ -312,6 +312,19 @@ def test_periodic_eval_in_the_text_only_stage_skips_drawing(tmp_path, tiny_vq):
     assert "t2i_exact" in evals[-1] and "edit_exact" in evals[-1]
 
 
+def test_eval_n_zero_turns_that_evaluation_off(tmp_path, tiny_vq):
+    from uniar.errors import UserError
+    from uniar.train.evaluation import periodic_eval
+
+    cfg = tiny_train_config(tmp_path / "run", tiny_vq, steps=4)
+    cfg.eval.every, cfg.eval.n, cfg.eval.final_n = 2, 2, 0
+    result = Trainer(cfg, progress=False).run(evaluate_fn=periodic_eval)
+    assert "eval" not in result and (tmp_path / "run" / "checkpoints" / "final").is_dir()
+    cfg.eval.final_n = -1
+    with pytest.raises(UserError, match="eval.final_n must be >= 0"):
+        cfg.validate()
+
+
 def test_checkpoint_reloads_to_identical_samples(tmp_path, tiny_vq):
     from uniar.sample.decode import SamplingConfig
     from uniar.sample.pipeline import Pipeline

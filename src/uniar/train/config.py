@@ -90,7 +90,7 @@ class OptimConfig:
 class EvalConfig:
     every: int = 500  # optimizer steps; 0 = only at the end
     n: int = 64  # val examples per task for the periodic evaluation
-    final_n: int = 200
+    final_n: int = 200  # val examples per task at the end; 0 = no final evaluation
 
 
 @dataclass
@@ -112,6 +112,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        for key in ("every", "n", "final_n"):
+            if getattr(self.eval, key) < 0:
+                raise UserError(f"eval.{key} must be >= 0 (0 turns that evaluation off), got {getattr(self.eval, key)}")
         total = sum(s.fraction for s in self.stages)
         if abs(total - 1.0) > 1e-6:
             raise UserError(f"stage fractions must add up to 1, got {total}")

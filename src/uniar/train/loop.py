@@ -248,7 +248,7 @@ class Trainer:
             if not math.isfinite(row["loss"]):
                 raise UserError(f"loss became {row['loss']} at step {step + 1}; lower optim.lr or check the data")
             pause = time.time()
-            if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.steps and evaluate_fn:
+            if cfg.eval.every and cfg.eval.n > 0 and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.steps and evaluate_fn:
                 self._evaluate(evaluate_fn, step + 1, cfg.eval.n)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 self.save(self.out / "checkpoints" / f"step_{step + 1}", step + 1)
@@ -256,7 +256,7 @@ class Trainer:
         bar.close()
         self.save(self.out / "checkpoints" / "final", cfg.steps)
         result = {"last": last}
-        if evaluate_fn:
+        if evaluate_fn and cfg.eval.final_n > 0:
             result["eval"] = self._evaluate(evaluate_fn, cfg.steps, cfg.eval.final_n)
         if info.is_main:
             plot_metrics(self.out)
