@@ -22,7 +22,7 @@ import numpy as np
 
 from uniar.config import load_config
 from uniar.configs import resolve
-from uniar.eval.evaluate import evaluate, heldout_perplexity
+from uniar.eval.evaluate import TEXT_SOURCES, evaluate, heldout_perplexity
 from uniar.sample.decode import SamplingConfig
 from uniar.sample.pipeline import Pipeline
 from uniar.train.config import StageConfig, TrainConfig
@@ -96,8 +96,9 @@ def main(argv=None) -> int:
             report = json.loads(saved.read_text())
             results[split] = report["metrics"]
             results["wall"][f"eval_{split}_s"] = report["timing"].get("wall_s", float("nan"))
-            for source in ("pydoc", "shapesworld"):  # evaluations saved before the per-part scores
-                results[split].setdefault(f"text_ppl_{source}", heldout_perplexity(pipe, source=source))
+            for source in TEXT_SOURCES[1:]:  # evaluations saved before the per-part scores had them
+                if f"text_ppl_{source}" not in results[split]:
+                    results[split][f"text_ppl_{source}"] = heldout_perplexity(pipe, source=source)
             continue
         t = time.time()
         report = evaluate(pipe, split, n=args.n, sampling=sampling, out_dir=out / "eval", checkpoint=str(ckpt))
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         results["text_only"] = {"steps": text_cfg.steps, "text_sequences": rows, "text_ppl": ppl_text,
                                 "train_s": text_s}
         results["text_ppl_ratio"] = results["test"]["text_ppl"] / ppl_text
-        for source in ("pydoc", "shapesworld"):  # the held-out slice's two parts, each on its own
+        for source in TEXT_SOURCES[1:]:  # the held-out slice's two parts, each on its own
             own = heldout_perplexity(text_pipe, source=source)
             results["text_only"][f"text_ppl_{source}"] = own
             if f"text_ppl_{source}" in results["test"]:
