@@ -53,6 +53,18 @@ def test_vqa_type_weights_are_checked():
     apply_overrides(TrainConfig(), ["data.vqa_type_weights={exists: 1, where_color: 0.5}"]).validate()  # an aid type
 
 
+def test_edit_type_weights_are_checked():
+    for bad in (["data.edit_type_weights={delete: 1}"], ["data.edit_type_weights={remove: -1}"],
+                ["data.edit_type_weights={remove: 0}"],
+                ["stages=[{name: B, fraction: 1, weights: {edit: 1}, edit_type_weights: {erase: 1}}]"]):
+        with pytest.raises(UserError, match="edit_type_weights"):
+            apply_overrides(TrainConfig(), bad).validate()
+    cfg = apply_overrides(TrainConfig(), ["stages=[{name: B, fraction: 1, weights: {edit: 1}, "
+                                          "edit_type_weights: {remove: 2, move: 1}}]"])
+    cfg.validate()
+    assert cfg.stages[0].edit_type_weights == {"remove": 2, "move": 1}
+
+
 def test_a_stage_s_own_vqa_type_weights_load_and_are_checked(tmp_path):
     from uniar.config import load_config
 

@@ -123,6 +123,39 @@ def test_vqa_type_weights_steer_which_questions_are_asked():
     assert set(tilted) == {"exists", "count"} and tilted["exists"] > 2.5 * tilted["count"]
 
 
+def test_edit_type_weights_steer_which_edits_are_trained():
+    from collections import Counter
+
+    from uniar.data.shapesworld import get_example
+    from uniar.data.shapesworld.edits import parse_instruction
+    from uniar.data.tasks import DataConfig, TaskSampler
+
+    b = builder()
+    pool = FakePool(60)
+    pool.target = pool.source
+
+    def drawn(weights):
+        sampler = TaskSampler(DataConfig(edit_type_weights=weights, cond_drop=0.0), b, pool, None)
+        kinds = Counter()
+        for s in range(200):
+            row = sampler.make("edit", np.random.default_rng(s))
+            text = b.tok.decode([t for t in row.tokens if t < b.vocab.visual_offset]).strip()
+            kinds[parse_instruction(text)[0]] += 1
+        return kinds
+
+    natural = Counter(get_example("train", i).edit.type for i in range(60))
+    assert natural["remove"] < 0.4 * sum(natural.values())  # the pool is not mostly removals
+    assert set(drawn({"remove": 1.0})) == {"remove"}
+    tilted = drawn({"remove": 4.0, "add": 1.0})
+    assert set(tilted) == {"remove", "add"} and tilted["remove"] > 2.5 * tilted["add"]
+    # no weights: each row is the example its seed's first draw names, as before the switch existed
+    plain = TaskSampler(DataConfig(cond_drop=0.0), b, pool, None)
+    for s in range(20):
+        row = plain.make("edit", np.random.default_rng(s))
+        text = b.tok.decode([t for t in row.tokens if t < b.vocab.visual_offset]).strip()
+        assert text == get_example("train", int(np.random.default_rng(s).integers(0, 60))).edit.instruction
+
+
 def test_aid_question_types_can_be_weighted_in_training_rows():
     from uniar.data.tasks import DataConfig, TaskSampler
 

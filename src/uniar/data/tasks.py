@@ -43,6 +43,10 @@ class DataConfig:
     # ShapesWorld asks them (absent pairs uniform; about half are near misses), which evaluation
     # keeps. Near misses are the ones a model that checks color and shape separately gets wrong.
     exists_near_miss: float = 0.0
+    # how often each edit type (recolor, move, remove, add) is drawn for edit rows, relative to the
+    # others; a type not named is not drawn. Empty: as ShapesWorld draws them (uniform over the
+    # types a scene allows). Evaluation always scores the edits as the split has them.
+    edit_type_weights: dict = field(default_factory=dict)
 
 
 class TaskSampler:
@@ -79,7 +83,8 @@ class TaskSampler:
             return None
         return rng.permutation(self.builder.gen_len)
 
-    def make(self, task: str, rng: np.random.Generator, vqa_type_weights: dict | None = None) -> Sequence:
+    def make(self, task: str, rng: np.random.Generator, vqa_type_weights: dict | None = None,
+             edit_type_weights: dict | None = None) -> Sequence:
         if task == "text":
             if self.text_ids is None or len(self.text_ids) <= self.cfg.text_window:
                 raise UserError("the text task needs a tokenized text corpus")
@@ -89,8 +94,11 @@ class TaskSampler:
             raise UserError(f"unknown task {task!r}; tasks are text, {', '.join(IMAGE_TASKS)}")
         if self.pool is None:
             raise UserError(f"task {task!r} needs an image pool")
-        i = int(rng.integers(0, len(self.pool)))
-        ex = get_example(self.pool.split, i, self.cfg.max_objects)
+        if task == "edit":
+            i, ex = self.edit_example(rng, edit_type_weights)
+        else:
+            i = int(rng.integers(0, len(self.pool)))
+            ex = get_example(self.pool.split, i, self.cfg.max_objects)
         if task == "t2i":
             prompt = ex.caption
             if ex.paraphrases and rng.random() < self.cfg.paraphrase_prob:
@@ -111,6 +119,18 @@ class TaskSampler:
         # interleaved: a caption, its image, an edit instruction, the edited image
         parts = [ex.caption, self.image(i), ex.edit.instruction, self.image(i, "target")]
         return self.builder.interleaved(parts, orders=[None, self.order(rng), None, self.order(rng)])
+
+    def edit_example(self, rng: np.random.Generator, type_weights: dict | None = None):
+        """(index, example) of one edit row: uniform over the pool, or with edit type weights
+        (`type_weights`, or data.edit_type_weights) by rejection: an example is kept with
+        probability weight(its type) / the largest weight."""
+        weights = self.cfg.edit_type_weights if type_weights is None else type_weights
+        top = max(weights.values(), default=0.0)
+        while True:
+            i = int(rng.integers(0, len(self.pool)))
+            ex = get_example(self.pool.split, i, self.cfg.max_objects)
+            if top <= 0 or rng.random() * top < float(weights.get(ex.edit.type, 0.0)):
+                return i, ex
 
     def pick_questions(self, questions: list, rng: np.random.Generator, scene=None,
                        type_weights: dict | None = None) -> list:
@@ -148,9 +168,10 @@ class TaskSampler:
         return [questions[j] for j in rng.choice(len(questions), size=k, replace=False, p=w / w.sum())]
 
     def batch(self, weights: dict[str, float], n: int, seed: int, step: int,
-              vqa_type_weights: dict | None = None) -> list[Sequence]:
-        """The `n` rows of step `step`, tasks drawn by `weights`; `vqa_type_weights` replaces
-        data.vqa_type_weights for these rows (a stage's own)."""
+              vqa_type_weights: dict | None = None, edit_type_weights: dict | None = None) -> list[Sequence]:
+        """The `n` rows of step `step`, tasks drawn by `weights`; `vqa_type_weights` and
+        `edit_type_weights` replace data.vqa_type_weights and data.edit_type_weights for these rows
+        (a stage's own)."""
         tasks = [t for t, w in weights.items() if w > 0]
         if not tasks:
             raise UserError("a training stage needs at least one task with a positive weight")
@@ -158,7 +179,7 @@ class TaskSampler:
         p /= p.sum()
         rng = np.random.default_rng([seed, step])
         choice = rng.choice(len(tasks), size=n, p=p)
-        return [self.make(tasks[c], rng, vqa_type_weights) for c in choice]
+        return [self.make(tasks[c], rng, vqa_type_weights, edit_type_weights) for c in choice]
 
 
 def example_image(pool_or_tokenizer, image_uint8: np.ndarray) -> ImageData:

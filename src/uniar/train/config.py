@@ -51,6 +51,8 @@ class StageConfig:
     weights: dict = field(default_factory=lambda: {"t2i": 1.0})  # task -> mixture weight
     # this stage's VQA question-type weights (data.vqa_type_weights for the stage); None = those
     vqa_type_weights: dict | None = None
+    # this stage's edit-type weights (data.edit_type_weights for the stage); None = those
+    edit_type_weights: dict | None = None
     # task -> weight of that task's rows in the loss (absent tasks: 1). The mixture `weights` decide
     # which rows are drawn; these scale their share of the gradient without changing the data: under
     # loss_norm "sequence" a loss weight of 2 counts each of the task's rows twice.
@@ -127,6 +129,7 @@ class TrainConfig:
             raise UserError(f"data.vqa_per_row must be 1..5 (a scene has at most 5 questions), "
                             f"got {self.data.vqa_per_row}")
         from uniar.data.sequence import TASKS
+        from uniar.data.shapesworld.edits import EDIT_TYPES
         from uniar.data.shapesworld.questions import AID_TYPES, QUESTION_TYPES
 
         # (where, weights, allowed keys, what the keys are, whether one weight must be positive)
@@ -134,6 +137,10 @@ class TrainConfig:
         named += [(f"stage {s.name} vqa_type_weights", s.vqa_type_weights) for s in self.stages
                   if s.vqa_type_weights is not None]
         checks = [(where, w, QUESTION_TYPES + AID_TYPES, "question types", True) for where, w in named]
+        edits = [("data.edit_type_weights", self.data.edit_type_weights)]
+        edits += [(f"stage {s.name} edit_type_weights", s.edit_type_weights) for s in self.stages
+                  if s.edit_type_weights is not None]
+        checks += [(where, w, EDIT_TYPES, "edit types", True) for where, w in edits]
         checks += [(f"stage {s.name} loss_weights", s.loss_weights, TASKS, "tasks", False)
                    for s in self.stages if s.loss_weights]
         for where, weights, known, what, need_positive in checks:

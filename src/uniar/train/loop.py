@@ -140,7 +140,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         _, stage, _ = cfg.stage_at(step)
         seqs = self.sampler.batch(stage.weights, cfg.optim.batch_size, cfg.seed, step,
-                                  vqa_type_weights=stage.vqa_type_weights)
+                                  vqa_type_weights=stage.vqa_type_weights,
+                                  edit_type_weights=stage.edit_type_weights)
         mine = seqs[info.rank::info.world]
         accum = cfg.optim.grad_accum
         if len(mine) < accum:
