@@ -133,14 +133,13 @@ class TrainConfig:
         from uniar.data.shapesworld.questions import AID_TYPES, QUESTION_TYPES
 
         # (where, weights, allowed keys, what the keys are, whether one weight must be positive)
-        named = [("data.vqa_type_weights", self.data.vqa_type_weights)]
-        named += [(f"stage {s.name} vqa_type_weights", s.vqa_type_weights) for s in self.stages
-                  if s.vqa_type_weights is not None]
-        checks = [(where, w, QUESTION_TYPES + AID_TYPES, "question types", True) for where, w in named]
-        edits = [("data.edit_type_weights", self.data.edit_type_weights)]
-        edits += [(f"stage {s.name} edit_type_weights", s.edit_type_weights) for s in self.stages
-                  if s.edit_type_weights is not None]
-        checks += [(where, w, EDIT_TYPES, "edit types", True) for where, w in edits]
+        checks = []
+        for key, known, what in (("vqa_type_weights", QUESTION_TYPES + AID_TYPES, "question types"),
+                                 ("edit_type_weights", EDIT_TYPES, "edit types")):
+            # the data's weights, then each stage's own
+            checks.append((f"data.{key}", getattr(self.data, key), known, what, True))
+            checks += [(f"stage {s.name} {key}", getattr(s, key), known, what, True) for s in self.stages
+                       if getattr(s, key) is not None]
         checks += [(f"stage {s.name} loss_weights", s.loss_weights, TASKS, "tasks", False)
                    for s in self.stages if s.loss_weights]
         for where, weights, known, what, need_positive in checks:
