@@ -561,7 +561,10 @@ def test_tiny_preset_loads_and_builds():
     cfg = load_config(TrainConfig, resolve("unifluid-tiny"))
     assert cfg.model.family == "unifluid" and cfg.model.unifluid.und_encoder == "vae"
     assert cfg.data.order == "raster" and cfg.data.image_size == 48 and cfg.model.loss_norm == "sequence"
-    assert [s.name for s in cfg.stages] == ["A", "B1", "B2"]  # generation first, then the mixture
+    # text, generation first, the mixture, the lookup stage (a restart), the mixture again
+    assert [s.name for s in cfg.stages] == ["A", "B1", "B2", "L", "M"]
+    assert [i for i, s in enumerate(cfg.stages) if s.restart_lr is not None and s.reset_moments] == [3]
+    assert abs(sum(s.fraction for s in cfg.stages) - 1.0) < 1e-9
     cfg.validate()
 
 
