@@ -1,8 +1,6 @@
-# unifluid-tiny s21 (m_edit4_shape): the stages that are now the preset (A text; B1 generation first;
-# B2 the mixture; L the lookup stage, lr restarted; M the mixture again, edit-heavy) given as an
-# override, with data.exists_near_miss=0.7, both now the preset's own, so on today's preset the
-# overrides are no-ops; --steps 4700, seed 1, 2 threads, alone.
+# unifluid-tiny headline (sessions 21 and 22): the preset as it is (five stages: A text; B1 generation
+# first; B2 the mixture; L the lookup stage, lr restarted; M the mixture again, edit-heavy;
+# data.exists_near_miss 0.7), --steps 4700 (the preset's own), seed 1, 2 threads, alone.
 cd /work/main
 export HF_HUB_OFFLINE=1 UNIAR_THREADS=2
-ST='stages=[{name: A, fraction: 0.07, weights: {text: 1.0}}, {name: B1, fraction: 0.23, weights: {t2i: 0.6, edit: 0.35, text: 0.05}}, {name: B2, fraction: 0.30, weights: {t2i: 0.3, caption: 0.2, vqa: 0.2, edit: 0.1, interleaved: 0.05, text: 0.15}, vqa_type_weights: {color: 1.0, shape: 1.5, count: 0.5, exists: 0.5, where: 0.5}}, {name: L, fraction: 0.18, weights: {vqa: 0.85, caption: 0.15}, vqa_type_weights: {exists: 1, where: 1}, restart_lr: 3.0e-4, reset_moments: true}, {name: M, fraction: 0.22, weights: {t2i: 0.15, caption: 0.15, vqa: 0.25, edit: 0.4, text: 0.05}, vqa_type_weights: {color: 0.25, shape: 0.6, count: 0.1, exists: 0.8, where: 0.8}}]'
-.venv/bin/python benchmarks/unifluid_tiny.py --steps 4700 --out runs/s21/uf_m4s --results runs/s21/uf_m4s_results --seeds 1 --no-progress "$ST" data.exists_near_miss=0.7
+.venv/bin/python benchmarks/unifluid_tiny.py --steps 4700 --out runs/unifluid_tiny_headline --results runs/unifluid_tiny_headline_results --seeds 1 --no-progress
