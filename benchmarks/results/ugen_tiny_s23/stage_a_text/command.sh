@@ -2,7 +2,7 @@
 # arms side by side). Text and image rows stay the same in total as the preset (A 0.1, B text 0.15):
 #  shortA:      A 0.03; B text weight 0.2277 (text 21.1% of B's rows)
 #  shortA_late: A 0.03; B1 (0.67) text 0.15; B2 (last 0.30) text weight 0.4537 (34.8% of rows)
-# Compare with s18 loss_weights base (preset, 3000 steps): ratio 1.258 (pydoc 175.1/105.0).
+# Compared with base_command.sh (the preset, same steps, seed and machine; ratio 1.265) in ../README.md.
 cd /work/main
 export HF_HUB_OFFLINE=1 UNIAR_THREADS=1
 A='{name: A, fraction: 0.03, weights: {text: 1.0}}'
